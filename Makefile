@@ -1,0 +1,48 @@
+# umvu: `make run` and `make test` do all the set-up on a fresh Debian 12.
+PYTHON   ?= /usr/bin/python3
+VENV     ?= .venv
+CMD      ?=
+PYTEST_ARGS ?=
+# Debian packages umvu, its tests and its benchmarks need
+DEB_PACKAGES = python3-venv python3-dev gcc libffi-dev libseccomp2 libseccomp-dev \
+	e2fsprogs fuse2fs proot fakeroot xvfb xterm x11-utils util-linux procps tar
+
+.PHONY: run test bench deps venv clean check-cpython docs
+
+run: venv
+	@$(VENV)/bin/umvu $(if $(strip $(CMD)),-- sh -c '$(CMD)')
+
+test: venv
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) tests
+
+bench: venv
+	$(VENV)/bin/python bench/run.py $(if $(PROOT),--proot $(PROOT))
+
+docs: venv
+	$(VENV)/bin/python -m umvu.syscall_table > docs/syscalls.md
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian packages:" $$missing; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null || \
+			{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; }; \
+		else \
+			echo "umvu needs these Debian packages; please run:"; \
+			echo "  sudo apt-get install" $$missing; exit 1; \
+		fi; \
+	fi
+
+venv: deps $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml setup.py csrc/core.c csrc/core.h csrc/build_core.py
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip setuptools wheel
+	$(VENV)/bin/pip install -q -e '.[test,bench]'
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info umvu/_core*.so umvu/_core.c umvu/_core.o

@@ -1,0 +1,300 @@
+/* umvu C core: see core.h for why this part is in C. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+
+#include "core.h"
+
+#ifndef PTRACE_GET_SYSCALL_INFO
+#define PTRACE_GET_SYSCALL_INFO 0x420e
+#endif
+#ifndef PTRACE_EVENT_STOP
+#define PTRACE_EVENT_STOP 128
+#endif
+#define INFO_NONE 0
+#define INFO_ENTRY 1
+#define INFO_EXIT 2
+#define INFO_SECCOMP 3
+
+struct syscall_info {           /* struct ptrace_syscall_info, linux/ptrace.h */
+    uint8_t op;
+    uint8_t pad[3];
+    uint32_t arch;
+    uint64_t instruction_pointer;
+    uint64_t stack_pointer;
+    union {
+        struct { uint64_t nr; uint64_t args[6]; } entry;
+        struct { int64_t rval; uint8_t is_error; } exit;
+        struct { uint64_t nr; uint64_t args[6]; uint32_t ret_data; } seccomp;
+    };
+};
+
+unsigned char umvu_fast[UMVU_NR_MAX];
+unsigned long umvu_fast_resumed;
+
+long umvu_ptrace(int req, int tid, unsigned long addr, unsigned long data)
+{
+    errno = 0;
+    long r = ptrace(req, tid, (void *)addr, (void *)data);
+    if (r == -1 && errno)
+        return -errno;
+    return r;
+}
+
+static int get_info(int tid, struct umvu_event *ev)
+{
+    struct syscall_info info;
+    if (ptrace(PTRACE_GET_SYSCALL_INFO, tid, (void *)sizeof info, &info) < 0)
+        return -errno;
+    ev->arch = info.arch;
+    ev->ip = info.instruction_pointer;
+    ev->sp = info.stack_pointer;
+    switch (info.op) {
+    case INFO_SECCOMP:
+        ev->nr = (long)info.seccomp.nr;
+        memcpy(ev->args, info.seccomp.args, sizeof ev->args);
+        ev->ret_data = info.seccomp.ret_data;
+        break;
+    case INFO_ENTRY:
+        ev->kind = UMVU_EV_SYSCALL_ENTRY;
+        ev->nr = (long)info.entry.nr;
+        memcpy(ev->args, info.entry.args, sizeof ev->args);
+        break;
+    case INFO_EXIT:
+        ev->kind = UMVU_EV_SYSCALL_EXIT;
+        ev->rval = info.exit.rval;
+        break;
+    }
+    return 0;
+}
+
+/* Turn a wait status into an event. Returns 1 when the stop was handled here
+ * (fast path) and the caller should wait again. */
+static int decode(int tid, int status, struct umvu_event *ev, int fast)
+{
+    memset(ev, 0, sizeof *ev);
+    ev->tid = tid;
+    ev->status = status;
+    if (WIFEXITED(status) || WIFSIGNALED(status)) {
+        ev->kind = UMVU_EV_EXITED;
+        return 0;
+    }
+    int sig = WSTOPSIG(status);
+    int event = (unsigned)status >> 16;
+    ev->sig = sig;
+    ev->event = event;
+    if (sig == (SIGTRAP | 0x80)) {
+        ev->kind = UMVU_EV_SYSCALL_EXIT;     /* refined by get_info */
+        get_info(tid, ev);
+        return 0;
+    }
+    switch (event) {
+    case 0:
+        ev->kind = UMVU_EV_SIGNAL;
+        return 0;
+    case PTRACE_EVENT_SECCOMP:
+        ev->kind = UMVU_EV_SECCOMP;
+        get_info(tid, ev);
+        if (fast && ev->nr >= 0 && ev->nr < UMVU_NR_MAX &&
+            umvu_fast[ev->nr] == UMVU_FAST_RESUME) {
+            umvu_fast_resumed++;
+            ptrace(PTRACE_CONT, tid, 0, 0);
+            return 1;
+        }
+        return 0;
+    case PTRACE_EVENT_FORK:
+    case PTRACE_EVENT_VFORK:
+    case PTRACE_EVENT_CLONE:
+        ev->kind = UMVU_EV_CLONE;
+        break;
+    case PTRACE_EVENT_EXEC:
+        ev->kind = UMVU_EV_EXEC;
+        break;
+    case PTRACE_EVENT_EXIT:
+        ev->kind = UMVU_EV_EXIT_STOP;
+        break;
+    case PTRACE_EVENT_VFORK_DONE:
+        ev->kind = UMVU_EV_VFORK_DONE;
+        break;
+    case PTRACE_EVENT_STOP:
+        ev->kind = UMVU_EV_STOP;
+        return 0;
+    default:
+        ev->kind = UMVU_EV_SIGNAL;
+        return 0;
+    }
+    ptrace(PTRACE_GETEVENTMSG, tid, 0, &ev->msg);
+    return 0;
+}
+
+int umvu_wait(struct umvu_event *ev)
+{
+    for (;;) {
+        int status;
+        int tid = waitpid(-1, &status, __WALL);
+        if (tid < 0)
+            return -errno;
+        if (!decode(tid, status, ev, 1))
+            return 0;
+    }
+}
+
+/* Wait for one thread only (used while running code inside that thread). */
+int umvu_wait_tid(int tid, struct umvu_event *ev)
+{
+    int status;
+    int r;
+    do
+        r = waitpid(tid, &status, __WALL);
+    while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return -errno;
+    decode(tid, status, ev, 0);
+    return 0;
+}
+
+int umvu_getregs(int tid, struct umvu_regs *regs)
+{
+    return ptrace(PTRACE_GETREGS, tid, 0, regs) < 0 ? -errno : 0;
+}
+
+int umvu_setregs(int tid, const struct umvu_regs *regs)
+{
+    return ptrace(PTRACE_SETREGS, tid, 0, (void *)regs) < 0 ? -errno : 0;
+}
+
+/* At a seccomp stop: skip the call and make it return `result`. */
+int umvu_set_result(int tid, long result)
+{
+    struct umvu_regs regs;
+    if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0)
+        return -errno;
+    regs.orig_rax = (unsigned long)-1;
+    regs.rax = (unsigned long)result;
+    return ptrace(PTRACE_SETREGS, tid, 0, &regs) < 0 ? -errno : 0;
+}
+
+static long mem_fallback(int tid, unsigned long addr, void *buf,
+                         unsigned long len, int write)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/mem", tid);
+    int fd = open(path, write ? O_WRONLY : O_RDONLY);
+    if (fd < 0)
+        return -errno;
+    long r = write ? pwrite(fd, buf, len, (off_t)addr)
+                   : pread(fd, buf, len, (off_t)addr);
+    if (r < 0)
+        r = -errno;
+    close(fd);
+    return r;
+}
+
+long umvu_read(int tid, unsigned long addr, void *buf, unsigned long len)
+{
+    struct iovec local = { buf, len }, remote = { (void *)addr, len };
+    long r = process_vm_readv(tid, &local, 1, &remote, 1, 0);
+    if (r >= 0)
+        return r;
+    return mem_fallback(tid, addr, buf, len, 0);
+}
+
+long umvu_write(int tid, unsigned long addr, const void *buf, unsigned long len)
+{
+    struct iovec local = { (void *)buf, len }, remote = { (void *)addr, len };
+    long r = process_vm_writev(tid, &local, 1, &remote, 1, 0);
+    if (r == (long)len)
+        return r;
+    /* read-only pages (e.g. code) or a partial write: /proc/PID/mem can */
+    return mem_fallback(tid, addr, (void *)buf, len, 1);
+}
+
+/* Read a NUL-terminated string, page by page so that a string ending just
+ * before an unmapped page is still read. Returns its length, or -errno;
+ * -ENAMETOOLONG when no NUL is found within max bytes. */
+long umvu_read_str(int tid, unsigned long addr, char *buf, unsigned long max)
+{
+    unsigned long done = 0;
+    while (done < max) {
+        unsigned long chunk = 4096 - ((addr + done) & 4095);
+        if (chunk > max - done)
+            chunk = max - done;
+        long r = umvu_read(tid, addr + done, buf + done, chunk);
+        if (r <= 0)
+            return done ? (long)done : (r < 0 ? r : -EFAULT);
+        char *nul = memchr(buf + done, 0, (size_t)r);
+        if (nul)
+            return nul - buf;
+        done += (unsigned long)r;
+    }
+    return -ENAMETOOLONG;
+}
+
+static void child_fail(const char *name, int err)
+{
+    char msg[512];
+    int n = snprintf(msg, sizeof msg, "umvu: %s: %s\n", name, strerror(err));
+    if (n > 0)
+        (void)!write(2, msg, (size_t)n);
+    _exit(err == ENOENT ? 127 : 126);
+}
+
+/* fork, let the parent PTRACE_SEIZE the child, install the seccomp filter in
+ * the child and exec. Returns the child pid or -errno. */
+int umvu_spawn(const char *path, char *const argv[], char *const envp[],
+               const void *filter, unsigned short filter_len,
+               unsigned long ptrace_options, const int *default_sigs, int nsigs,
+               const char *display_name)
+{
+    int go[2];
+    if (pipe2(go, O_CLOEXEC) < 0)
+        return -errno;
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(go[0]);
+        close(go[1]);
+        return -e;
+    }
+    if (pid == 0) {
+        char c;
+        close(go[1]);
+        while (read(go[0], &c, 1) < 0 && errno == EINTR)
+            ;
+        close(go[0]);
+        for (int i = 0; i < nsigs; i++)
+            signal(default_sigs[i], SIG_DFL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        struct sock_fprog prog = { filter_len, (struct sock_filter *)filter };
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+            child_fail("prctl(NO_NEW_PRIVS)", errno);
+        if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+            child_fail("seccomp", errno);
+        execve(path, argv, envp);
+        child_fail(display_name, errno);
+    }
+    close(go[0]);
+    if (ptrace(PTRACE_SEIZE, pid, 0, (void *)ptrace_options) < 0) {
+        int e = errno;
+        kill(pid, SIGKILL);
+        close(go[1]);
+        waitpid(pid, NULL, 0);
+        return -e;
+    }
+    close(go[1]);               /* child goes on to exec */
+    return pid;
+}

@@ -1,0 +1,62 @@
+/* umvu C core: the parts of the tracer that run on every stop.
+ *
+ * Python owns policy; this file owns the wait loop, register and memory
+ * access, and the decision "nobody wants this call: resume it" so that such
+ * stops never take the GIL.  Everything here is x86_64 Linux.
+ */
+
+struct umvu_regs {              /* same layout as struct user_regs_struct */
+    unsigned long r15, r14, r13, r12, rbp, rbx, r11, r10, r9, r8, rax, rcx,
+        rdx, rsi, rdi, orig_rax, rip, cs, eflags, rsp, ss, fs_base, gs_base,
+        ds, es, fs, gs;
+};
+
+/* kinds of event returned by umvu_wait */
+#define UMVU_EV_SECCOMP      1  /* seccomp RET_TRACE stop: nr/args valid      */
+#define UMVU_EV_SYSCALL_EXIT 2  /* syscall-exit-stop: rval valid              */
+#define UMVU_EV_SYSCALL_ENTRY 3 /* syscall-enter-stop (only while injecting)  */
+#define UMVU_EV_CLONE        4  /* fork/vfork/clone event: msg = new tid      */
+#define UMVU_EV_EXEC         5  /* exec event: msg = former tid               */
+#define UMVU_EV_EXIT_STOP    6  /* PTRACE_EVENT_EXIT: msg = wait status       */
+#define UMVU_EV_STOP         7  /* PTRACE_EVENT_STOP: group stop / interrupt  */
+#define UMVU_EV_SIGNAL       8  /* signal-delivery-stop: sig                  */
+#define UMVU_EV_EXITED       9  /* thread gone: status is the wait status     */
+#define UMVU_EV_VFORK_DONE   10
+
+struct umvu_event {
+    int tid;
+    int kind;
+    int status;                 /* raw wait status                           */
+    int event;                  /* PTRACE_EVENT_* for event stops            */
+    int sig;
+    unsigned long msg;          /* PTRACE_GETEVENTMSG                        */
+    unsigned int arch;          /* seccomp/syscall stops                     */
+    unsigned int ret_data;      /* SECCOMP_RET_DATA of the filter            */
+    long nr;
+    unsigned long args[6];
+    unsigned long ip, sp;
+    long rval;                  /* syscall-exit-stop                         */
+};
+
+/* Fast-path table, indexed by syscall number (0..UMVU_NR_MAX-1): what to do
+ * at a seccomp stop when Python need not see the call. Numbers outside the
+ * table (including the negative control calls) always go to Python. */
+#define UMVU_NR_MAX 512
+#define UMVU_FAST_PYTHON 0      /* hand the stop to Python                   */
+#define UMVU_FAST_RESUME 1      /* nobody owns it any more: let kernel run it */
+extern unsigned char umvu_fast[UMVU_NR_MAX];
+extern unsigned long umvu_fast_resumed;   /* statistics */
+
+int umvu_wait(struct umvu_event *ev);
+int umvu_wait_tid(int tid, struct umvu_event *ev);
+long umvu_ptrace(int req, int tid, unsigned long addr, unsigned long data);
+int umvu_getregs(int tid, struct umvu_regs *regs);
+int umvu_setregs(int tid, const struct umvu_regs *regs);
+int umvu_set_result(int tid, long result);    /* skip the call at a seccomp stop */
+long umvu_read(int tid, unsigned long addr, void *buf, unsigned long len);
+long umvu_write(int tid, unsigned long addr, const void *buf, unsigned long len);
+long umvu_read_str(int tid, unsigned long addr, char *buf, unsigned long max);
+int umvu_spawn(const char *path, char *const argv[], char *const envp[],
+               const void *filter, unsigned short filter_len,
+               unsigned long ptrace_options, const int *default_sigs, int nsigs,
+               const char *display_name);

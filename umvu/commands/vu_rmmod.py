@@ -1,0 +1,25 @@
+"""vu_rmmod MODULE...: remove modules from the current view."""
+
+import argparse
+import sys
+
+from .. import control
+from .common import describe, prog, require_view
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog=prog(), description=__doc__)
+    p.add_argument("modules", nargs="+", metavar="MODULE")
+    args = p.parse_args(argv)
+    require_view()
+    status = 0
+    for name in args.modules:
+        try:
+            control.vucall(control.VU_RMMOD, name.encode())
+        except OSError as exc:
+            if exc.errno == 2:
+                print(f"{prog()}: {name}: module not loaded", file=sys.stderr)
+            else:
+                print(f"{prog()}: {describe(exc, name)}", file=sys.stderr)
+            status = 1
+    return status

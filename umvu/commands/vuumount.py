@@ -1,0 +1,26 @@
+"""vuumount [-f|-l] TARGET: umount2(2) with no checks of its own."""
+
+import argparse
+import ctypes
+import os
+import sys
+
+from .common import prog
+
+MNT_FORCE, MNT_DETACH = 1, 2
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog=prog(), description=__doc__)
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("-l", "--lazy", "-d", "--detach", action="store_true",
+                   dest="lazy")
+    p.add_argument("target")
+    args = p.parse_args(argv)
+    flags = (MNT_FORCE if args.force else 0) | (MNT_DETACH if args.lazy else 0)
+    if _libc.umount2(os.fsencode(args.target), flags) != 0:
+        err = ctypes.get_errno()
+        print(f"{prog()}: {args.target}: {os.strerror(err)}", file=sys.stderr)
+        return 1
+    return 0

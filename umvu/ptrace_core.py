@@ -1,0 +1,127 @@
+"""Thin Python face of the C core (umvu._core): constants and checked calls."""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from ._core import ffi, lib
+
+# ptrace requests and options (linux/ptrace.h)
+PTRACE_CONT = 7
+PTRACE_KILL = 8
+PTRACE_SYSCALL = 24
+PTRACE_INTERRUPT = 0x4207
+PTRACE_LISTEN = 0x4208
+PTRACE_DETACH = 17
+
+O_TRACESYSGOOD = 1
+O_TRACEFORK = 1 << 1
+O_TRACEVFORK = 1 << 2
+O_TRACECLONE = 1 << 3
+O_TRACEEXEC = 1 << 4
+O_TRACEVFORKDONE = 1 << 5
+O_TRACEEXIT = 1 << 6
+O_TRACESECCOMP = 1 << 7
+O_EXITKILL = 1 << 20
+OPTIONS = (O_TRACESYSGOOD | O_TRACEFORK | O_TRACEVFORK | O_TRACECLONE
+           | O_TRACEEXEC | O_TRACEEXIT | O_TRACESECCOMP | O_EXITKILL)
+
+EV_SECCOMP = lib.UMVU_EV_SECCOMP
+EV_SYSCALL_EXIT = lib.UMVU_EV_SYSCALL_EXIT
+EV_SYSCALL_ENTRY = lib.UMVU_EV_SYSCALL_ENTRY
+EV_CLONE = lib.UMVU_EV_CLONE
+EV_EXEC = lib.UMVU_EV_EXEC
+EV_EXIT_STOP = lib.UMVU_EV_EXIT_STOP
+EV_STOP = lib.UMVU_EV_STOP
+EV_SIGNAL = lib.UMVU_EV_SIGNAL
+EV_EXITED = lib.UMVU_EV_EXITED
+EV_VFORK_DONE = lib.UMVU_EV_VFORK_DONE
+
+FAST_PYTHON = lib.UMVU_FAST_PYTHON
+FAST_RESUME = lib.UMVU_FAST_RESUME
+NR_MAX = lib.UMVU_NR_MAX
+
+
+def check(ret: int) -> int:
+    if ret < 0:
+        raise OSError(-ret, os.strerror(-ret))
+    return ret
+
+
+def ptrace(req: int, tid: int, addr: int = 0, data: int = 0) -> int:
+    return check(lib.umvu_ptrace(req, tid, addr, data))
+
+
+def try_ptrace(req: int, tid: int, addr: int = 0, data: int = 0) -> int:
+    """ptrace that tolerates a thread that vanished (ESRCH): returns -errno."""
+    return lib.umvu_ptrace(req, tid, addr, data)
+
+
+def new_event():
+    return ffi.new("struct umvu_event *")
+
+
+def getregs(tid: int):
+    regs = ffi.new("struct umvu_regs *")
+    check(lib.umvu_getregs(tid, regs))
+    return regs
+
+
+def setregs(tid: int, regs) -> None:
+    check(lib.umvu_setregs(tid, regs))
+
+
+def copy_regs(regs):
+    new = ffi.new("struct umvu_regs *")
+    ffi.memmove(new, regs, ffi.sizeof("struct umvu_regs"))
+    return new
+
+
+def read(tid: int, addr: int, size: int) -> bytes:
+    buf = ffi.new("char[]", size)
+    n = check(lib.umvu_read(tid, addr, buf, size))
+    if n < size:
+        raise OSError(errno.EFAULT, "short read from tracee memory")
+    return ffi.buffer(buf, n)[:]
+
+
+def write(tid: int, addr: int, data: bytes) -> None:
+    n = check(lib.umvu_write(tid, addr, data, len(data)))
+    if n < len(data):
+        raise OSError(errno.EFAULT, "short write to tracee memory")
+
+
+def read_str(tid: int, addr: int, limit: int = 4096) -> bytes:
+    """A NUL-terminated string; ENAMETOOLONG past `limit` bytes."""
+    if addr == 0:
+        raise OSError(errno.EFAULT, "NULL string pointer")
+    buf = ffi.new("char[]", limit)
+    n = check(lib.umvu_read_str(tid, addr, buf, limit))
+    return ffi.buffer(buf, n)[:]
+
+
+def set_fast(table: bytes) -> None:
+    """Install the per-syscall fast-path actions (length NR_MAX)."""
+    ffi.memmove(lib.umvu_fast, table, NR_MAX)
+
+
+def spawn(path: str, argv: list[str], env: dict[str, str], bpf: bytes,
+          default_signals: list[int]) -> int:
+    keep = []
+
+    def cstrings(items):
+        arr = ffi.new("char *[]", len(items) + 1)
+        for i, item in enumerate(items):
+            s = ffi.new("char[]", os.fsencode(item))
+            keep.append(s)
+            arr[i] = s
+        arr[len(items)] = ffi.NULL
+        return arr
+
+    c_argv = cstrings(argv)
+    c_env = cstrings([f"{k}={v}" for k, v in env.items()])
+    sigs = ffi.new("int[]", default_signals or [0])
+    return check(lib.umvu_spawn(os.fsencode(path), c_argv, c_env, bpf,
+                                len(bpf) // 8, OPTIONS, sigs,
+                                len(default_signals), os.fsencode(argv[0])))

@@ -1,0 +1,58 @@
+"""The service table: mounted services in mount order, newest first.
+
+Every service gets an epoch when mounted. A lookup made on behalf of a
+service (its own calls) passes that service's epoch and sees only older
+services, so `vumount -t vufs / /mnt` twice gives /mnt/mnt.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from .module import Service
+
+
+def path_under(path: str, top: str) -> bool:
+    """True when path is top or lies below it (component-wise)."""
+    if top == "/":
+        return path.startswith("/")
+    return path == top or path.startswith(top + "/")
+
+
+class ServiceTable:
+    def __init__(self):
+        self._services: list[Service] = []
+        self._clock = itertools.count(1)
+
+    def __iter__(self):
+        return iter(self._services)
+
+    def __len__(self):
+        return len(self._services)
+
+    def add(self, service: Service) -> Service:
+        service.epoch = next(self._clock)
+        self._services.append(service)
+        return service
+
+    def remove(self, service: Service) -> None:
+        self._services.remove(service)
+
+    def for_path(self, path: str, before: float = float("inf")) -> Service | None:
+        """Newest service (older than `before`) whose mount covers path and
+        that confirms it."""
+        for service in reversed(self._services):
+            if (service.epoch < before and path_under(path, service.target)
+                    and service.confirm(path)):
+                return service
+        return None
+
+    def at(self, target: str) -> Service | None:
+        """Newest service mounted exactly on target."""
+        for service in reversed(self._services):
+            if service.target == target:
+                return service
+        return None
+
+    def of_module(self, module) -> list[Service]:
+        return [s for s in self._services if s.module is module]

@@ -1,0 +1,456 @@
+"""The tracer: process and thread table, the event loop, signals, and
+tightening every tracee's seccomp filter when more must be trapped.
+
+It knows nothing of modules. It reports to a *handler* object:
+
+  handler.on_syscall(stop) -> int | None   result to answer, None: kernel runs it
+  handler.on_new_process(parent, child, flags)
+  handler.on_exec(process)
+  handler.on_exit(process)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import signal
+import struct
+
+from . import ptrace_core as pc
+from . import seccomp_filter, syscall_table
+
+log = logging.getLogger("umvu.tracer")
+
+STOP_SIGNALS = {signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
+ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 514, 516
+NR_SECCOMP = syscall_table.NR["seccomp"]
+NR_RESTART = syscall_table.NR["restart_syscall"]
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_TSYNC = 1
+CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_THREAD = 0x100, 0x200, 0x400, 0x10000
+CLONE_VFORK = 0x4000
+U64 = (1 << 64) - 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def signed(value: int) -> int:
+    value &= U64
+    return value - (1 << 64) if value >> 63 else value
+
+
+class Process:
+    """A thread group. Modules keep per-process state in `data`."""
+
+    def __init__(self, pid: int, parent: "Process | None", level: int):
+        self.pid = pid
+        self.parent = parent
+        self.threads: dict[int, Thread] = {}
+        self.level = level              # index of the newest filter it has
+        self.syscall_insn: int | None = None
+        self.data: dict = {}
+        self.exited = False
+
+    def __repr__(self):
+        return f"<Process {self.pid}>"
+
+
+class Thread:
+    def __init__(self, tid: int, process: Process):
+        self.tid = tid
+        self.process = process
+        self.listening = False          # parked in a group stop
+        self.interrupted = False        # we sent PTRACE_INTERRUPT
+
+
+class SyscallStop:
+    """One trapped call, handed to the handler while the thread is stopped."""
+
+    __slots__ = ("thread", "nr", "args", "ip", "sp", "data", "arch")
+
+    def __init__(self, thread: Thread, ev):
+        self.thread = thread
+        self.nr = ev.nr
+        self.args = tuple(ev.args)
+        self.ip = ev.ip
+        self.sp = ev.sp
+        self.data = ev.ret_data
+        self.arch = ev.arch
+
+    @property
+    def tid(self) -> int:
+        return self.thread.tid
+
+    @property
+    def process(self) -> Process:
+        return self.thread.process
+
+    def read(self, addr: int, size: int) -> bytes:
+        return pc.read(self.tid, addr, size)
+
+    def read_str(self, addr: int, limit: int = 4096) -> bytes:
+        return pc.read_str(self.tid, addr, limit)
+
+    def write(self, addr: int, data: bytes) -> None:
+        pc.write(self.tid, addr, data)
+
+
+class Tracer:
+    def __init__(self, handler):
+        self.handler = handler
+        self.threads: dict[int, Thread] = {}
+        self.processes: dict[int, Process] = {}
+        self.filters: list[bytes] = []
+        self.trapped: frozenset[int] = frozenset()
+        self._early: dict[int, object] = {}     # stops of not-yet-announced children
+        self._event = pc.new_event()
+        self.fast = bytearray(pc.NR_MAX)
+        self.on_trace = None                    # callable(stop, result) for --trace
+        self.current_thread: Thread | None = None   # the one in on_syscall
+
+    # ---- filters ---------------------------------------------------------
+    @property
+    def level(self) -> int:
+        return len(self.filters) - 1
+
+    def set_trapped(self, trapped: frozenset[int]) -> None:
+        """Trap at least `trapped` from now on in every process.
+
+        Filters stack and never loosen: only growth installs a new filter.
+        The current thread (stopped in a seccomp stop) is handled by the
+        caller of on_syscall after it answers; every other process is
+        interrupted now so it cannot run on with the old filter.
+        """
+        if self.filters and trapped <= self.trapped:
+            return
+        self.trapped = trapped | self.trapped
+        self.filters.append(seccomp_filter.build(self.trapped))
+        current = self.current_thread
+        for proc in self.processes.values():
+            if proc.level < self.level and (current is None
+                                            or proc is not current.process):
+                self._interrupt(proc)
+
+    def set_fast(self, resumable: set[int]) -> None:
+        """Numbers still trapped by old filters but wanted by nobody."""
+        for nr in range(pc.NR_MAX):
+            self.fast[nr] = pc.FAST_RESUME if nr in resumable else pc.FAST_PYTHON
+        pc.set_fast(bytes(self.fast))
+
+    def _interrupt(self, proc: Process) -> None:
+        for thread in proc.threads.values():
+            if thread.listening:
+                continue            # group-stopped: filtered when continued
+            if pc.try_ptrace(pc.PTRACE_INTERRUPT, thread.tid) == 0:
+                thread.interrupted = True
+                return
+
+    # ---- starting processes ---------------------------------------------
+    def spawn(self, path: str, argv: list[str], env: dict[str, str],
+              default_signals: list[int]) -> Process:
+        if not self.filters:
+            self.set_trapped(seccomp_filter.trapped_numbers(()))
+        pid = pc.spawn(path, argv, env, self.filters[-1], default_signals)
+        proc = Process(pid, None, self.level)
+        self._add_thread(pid, proc)
+        self.processes[pid] = proc
+        return proc
+
+    def _add_thread(self, tid: int, proc: Process) -> Thread:
+        thread = Thread(tid, proc)
+        proc.threads[tid] = thread
+        self.threads[tid] = thread
+        return thread
+
+    # ---- the loop ----------------------------------------------------------
+    def run(self, until=lambda: False) -> None:
+        """Serve events until no tracee is left or `until()` is true."""
+        ev = self._event
+        while not until():
+            ret = pc.lib.umvu_wait(ev)
+            if ret == -errno.EINTR:
+                continue
+            if ret == -errno.ECHILD:
+                return
+            pc.check(ret)
+            self._dispatch(ev)
+
+    def _dispatch(self, ev) -> None:
+        tid = ev.tid
+        thread = self.threads.get(tid)
+        kind = ev.kind
+        if thread is None:
+            if kind == pc.EV_EXITED:
+                return
+            # a new child may stop before its parent reports the clone
+            self._early[tid] = _copy_event(ev)
+            return
+        if kind == pc.EV_SECCOMP:
+            self._on_seccomp(thread, ev)
+        elif kind == pc.EV_SIGNAL:
+            pc.try_ptrace(pc.PTRACE_CONT, tid, 0, ev.sig)
+        elif kind == pc.EV_STOP:
+            self._on_stop(thread, ev.sig)
+        elif kind == pc.EV_CLONE:
+            self._on_clone(thread, ev.event, ev.msg)
+        elif kind == pc.EV_EXEC:
+            self._on_exec(thread, ev.msg)
+        elif kind == pc.EV_EXITED:
+            self._on_exited(thread, ev.status)
+        else:   # exit stop, vfork done, stray syscall stops
+            pc.try_ptrace(pc.PTRACE_CONT, tid)
+
+    def _on_seccomp(self, thread: Thread, ev) -> None:
+        stop = SyscallStop(thread, ev)
+        self.current_thread = thread
+        try:
+            result = self.handler.on_syscall(stop)
+        finally:
+            self.current_thread = None
+        if self.on_trace is not None:
+            self.on_trace(stop, result)
+        tid = thread.tid
+        if result is not None:
+            pc.check(pc.lib.umvu_set_result(tid, result))
+        if thread.process.level < self.level:
+            self._filter_at_seccomp_stop(thread)
+        else:
+            pc.try_ptrace(pc.PTRACE_CONT, tid)
+
+    def _on_stop(self, thread: Thread, sig: int) -> None:
+        if sig in STOP_SIGNALS:         # group stop: stay stopped until SIGCONT
+            thread.listening = True
+            pc.try_ptrace(pc.PTRACE_LISTEN, thread.tid)
+            return
+        thread.listening = False
+        thread.interrupted = False
+        if thread.process.level < self.level:
+            self._install_filter(thread, restart=True)
+        pc.try_ptrace(pc.PTRACE_CONT, thread.tid)
+
+    def _on_clone(self, thread: Thread, event: int, child_tid: int) -> None:
+        parent = thread.process
+        flags = self._clone_flags(thread, event)
+        if flags & CLONE_THREAD:
+            proc = parent
+        else:
+            proc = Process(child_tid, parent, parent.level)
+            self.processes[child_tid] = proc
+        self._add_thread(child_tid, proc)
+        if proc is not parent:
+            self.handler.on_new_process(parent, proc, flags)
+        pc.try_ptrace(pc.PTRACE_CONT, thread.tid)
+        early = self._early.pop(child_tid, None)
+        if early is not None:
+            self._dispatch(early)
+
+    def _clone_flags(self, thread: Thread, event: int) -> int:
+        if event == 2:      # PTRACE_EVENT_VFORK
+            return CLONE_VM | CLONE_VFORK
+        if event == 1:      # PTRACE_EVENT_FORK
+            return 0
+        regs = pc.getregs(thread.tid)
+        if regs.orig_rax == syscall_table.NR["clone3"]:
+            try:
+                return struct.unpack("Q", pc.read(thread.tid, regs.rdi, 8))[0]
+            except OSError:
+                return 0
+        return regs.rdi
+
+    def _on_exec(self, thread: Thread, former_tid: int) -> None:
+        proc = thread.process
+        if former_tid != thread.tid:
+            # exec from a non-leader thread: it takes the leader's tid
+            execing = self.threads.pop(former_tid, None) or thread
+            for tid in list(proc.threads):
+                self.threads.pop(tid, None)
+            proc.threads.clear()
+            execing.tid = thread.tid
+            thread = execing
+            self.threads[thread.tid] = thread
+            proc.threads[thread.tid] = thread
+        else:
+            for tid in [t for t in proc.threads if t != thread.tid]:
+                self.threads.pop(tid, None)
+                del proc.threads[tid]
+        proc.syscall_insn = None
+        self.handler.on_exec(proc)
+        pc.try_ptrace(pc.PTRACE_CONT, thread.tid)
+
+    def _on_exited(self, thread: Thread, status: int) -> None:
+        proc = thread.process
+        self.threads.pop(thread.tid, None)
+        proc.threads.pop(thread.tid, None)
+        if not proc.threads and not proc.exited:
+            proc.exited = True
+            proc.status = status
+            self.processes.pop(proc.pid, None)
+            self.handler.on_exit(proc)
+        elif proc.pid == thread.tid:
+            proc.status = status
+
+    # ---- running a syscall inside a tracee -----------------------------------
+    def _filter_at_seccomp_stop(self, thread: Thread) -> None:
+        """The call was answered (or will run): let it complete to its exit
+        stop, then install the filter from there."""
+        pc.try_ptrace(pc.PTRACE_SYSCALL, thread.tid)
+        if not self._wait_exit_stop(thread):
+            return
+        self._install_filter(thread, restart=False)
+        pc.try_ptrace(pc.PTRACE_CONT, thread.tid)
+
+    def _install_filter(self, thread: Thread, restart: bool) -> None:
+        proc = thread.process
+        bpf = self.filters[self.level]
+        try:
+            res = self.run_syscall(thread, NR_SECCOMP,
+                                   (SECCOMP_SET_MODE_FILTER,
+                                    SECCOMP_FILTER_FLAG_TSYNC), bpf, restart)
+        except OSError as exc:
+            log.error("cannot tighten the filter of %d: %s", proc.pid, exc)
+            return
+        if res is None:
+            return
+        if res != 0:
+            log.error("seccomp in %d returned %d", proc.pid, res)
+        proc.level = self.level
+
+    def run_syscall(self, thread: Thread, nr: int, args: tuple, blob: bytes,
+                    restart: bool) -> int | None:
+        """Make a stopped thread execute syscall nr(args..., &blob_as_fprog).
+
+        The thread must be at a syscall-exit stop or an interrupt stop. The
+        blob (a BPF program) is written below the red zone and passed as a
+        struct sock_fprog in the third argument. Registers are restored; with
+        `restart`, an interrupted blocking call is restarted by hand. Returns
+        the result, or None when the thread died meanwhile.
+        """
+        tid = thread.tid
+        saved = pc.getregs(tid)
+        regs = pc.copy_regs(saved)
+        insn = self._syscall_insn(thread, saved)
+        prog_addr = (saved.rsp - 128 - len(blob)) & ~15
+        fprog_addr = prog_addr - 16
+        pc.write(tid, prog_addr, blob)
+        pc.write(tid, fprog_addr, struct.pack("HxxxxxxQ", len(blob) // 8, prog_addr))
+        regs.rip = insn
+        regs.rax = nr
+        regs.orig_rax = U64
+        regs.rdi, regs.rsi, regs.rdx = args[0], args[1], fprog_addr
+        regs.rsp = fprog_addr - 64
+        pc.setregs(tid, regs)
+        pending_signals = []
+        pc.ptrace(pc.PTRACE_SYSCALL, tid)
+        ev = pc.new_event()
+        result = None
+        while True:
+            pc.check(pc.lib.umvu_wait_tid(tid, ev))
+            if ev.kind == pc.EV_SYSCALL_EXIT:
+                result = signed(ev.rval)
+                break
+            if ev.kind == pc.EV_EXITED:
+                self._on_exited(thread, ev.status)
+                return None
+            if ev.kind == pc.EV_SIGNAL:
+                pending_signals.append(ev.sig)
+            pc.ptrace(pc.PTRACE_SYSCALL, tid)
+        if restart:
+            _fix_restart(saved)
+        pc.setregs(tid, saved)
+        for sig in pending_signals:
+            _tgkill(thread.process.pid, tid, sig)
+        return result
+
+    def _wait_exit_stop(self, thread: Thread) -> bool:
+        ev = pc.new_event()
+        while True:
+            if pc.lib.umvu_wait_tid(thread.tid, ev) < 0:
+                return False
+            if ev.kind == pc.EV_SYSCALL_EXIT:
+                return True
+            if ev.kind == pc.EV_EXITED:
+                self._on_exited(thread, ev.status)
+                return False
+            if ev.kind in (pc.EV_EXEC, pc.EV_CLONE):
+                # the call was an exec or clone that went on to the kernel
+                self._dispatch_inline(thread, ev)
+                pc.try_ptrace(pc.PTRACE_SYSCALL, thread.tid)
+                continue
+            pc.try_ptrace(pc.PTRACE_SYSCALL, thread.tid,
+                          0, ev.sig if ev.kind == pc.EV_SIGNAL else 0)
+
+    def _dispatch_inline(self, thread: Thread, ev) -> None:
+        """Book-keeping of a clone/exec event seen while waiting for one thread."""
+        if ev.kind == pc.EV_CLONE:
+            parent = thread.process
+            flags = self._clone_flags(thread, ev.event)
+            proc = parent if flags & CLONE_THREAD else Process(ev.msg, parent, parent.level)
+            if proc is not parent:
+                self.processes[ev.msg] = proc
+                self.handler.on_new_process(parent, proc, flags)
+            self._add_thread(ev.msg, proc)
+        else:
+            thread.process.syscall_insn = None
+            self.handler.on_exec(thread.process)
+
+    def _syscall_insn(self, thread: Thread, regs) -> int:
+        """Address of a `syscall` instruction in the tracee (vDSO first)."""
+        proc = thread.process
+        if proc.syscall_insn is None:
+            proc.syscall_insn = _find_syscall_insn(thread.tid)
+        if proc.syscall_insn is None:
+            if signed(regs.orig_rax) >= 0:
+                return regs.rip - 2
+            raise OSError(errno.ENOEXEC, "no syscall instruction found")
+        return proc.syscall_insn
+
+
+def _fix_restart(regs) -> None:
+    """An interrupted call would be restarted by the kernel's signal code;
+    we resumed through a syscall-exit stop instead, so do it here."""
+    if signed(regs.orig_rax) < 0:
+        return
+    err = -signed(regs.rax)
+    if err in (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND):
+        regs.rax = regs.orig_rax
+        regs.rip -= 2
+    elif err == ERESTART_RESTARTBLOCK:
+        regs.rax = NR_RESTART
+        regs.rip -= 2
+
+
+def _find_syscall_insn(tid: int) -> int | None:
+    try:
+        with open(f"/proc/{tid}/maps") as maps:
+            lines = maps.read().splitlines()
+    except OSError:
+        return None
+    wanted = [l for l in lines if l.endswith("[vdso]")]
+    wanted += [l for l in lines if " r-xp " in l and "libc" in l]
+    for line in wanted:
+        start, end = (int(x, 16) for x in line.split()[0].split("-"))
+        try:
+            code = pc.read(tid, start, min(end - start, 1 << 20))
+        except OSError:
+            continue
+        pos = code.find(b"\x0f\x05")
+        if pos >= 0:
+            return start + pos
+    return None
+
+
+def _tgkill(tgid: int, tid: int, sig: int) -> None:
+    _libc.syscall(syscall_table.NR["tgkill"], tgid, tid, sig)
+
+
+class _SavedEvent:
+    __slots__ = ("tid", "kind", "status", "event", "sig", "msg", "arch",
+                 "ret_data", "nr", "args", "ip", "sp", "rval")
+
+
+def _copy_event(ev) -> _SavedEvent:
+    saved = _SavedEvent()
+    for name in _SavedEvent.__slots__:
+        value = getattr(ev, name)
+        setattr(saved, name, tuple(value) if name == "args" else value)
+    return saved

@@ -1,0 +1,265 @@
+"""The view: loaded modules, mounted services, and the dispatch of every
+trapped call to the control path, the mount table or a module handler.
+
+This is the one place that knows both the tracer (below) and the modules
+(above); modules see it only through umvu.module.Call and the few public
+methods marked for them here.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import traceback
+
+from . import control, loader, seccomp_filter, syscall_table
+from .module import Call, Module, Service
+from .services import ServiceTable
+from .tracer import Tracer, signed
+
+log = logging.getLogger("umvu")
+NR_MOUNT = syscall_table.NR["mount"]
+NR_UMOUNT2 = syscall_table.NR["umount2"]
+MNT_FORCE, MNT_DETACH = 1, 2
+
+
+class View:
+    def __init__(self, name: str = ""):
+        self.name = name
+        self.tracer = Tracer(self)
+        self.modules: dict[str, Module] = {}     # load order
+        self.permanent: set[str] = set()
+        self.services = ServiceTable()
+        self.handlers: dict[int, list] = {}      # nr -> [(module, method)], newest first
+        self.debug_tags: set[str] = set()
+        self.answered_by = "kernel"              # for --trace
+
+    # ---- public to modules -------------------------------------------------
+    def process_state(self, proc, module: Module):
+        if module.name not in proc.data:
+            proc.data[module.name] = module.new_state(proc.pid)
+        return proc.data[module.name]
+
+    def cwd_of(self, pid: int) -> str:
+        return os.readlink(f"/proc/{pid}/cwd")
+
+    def absolute(self, pid: int, path: str) -> str:
+        """Absolute, normalized form of a path given by a process."""
+        if not path.startswith("/"):
+            path = os.path.join(self.cwd_of(pid), path)
+        return os.path.normpath(path).replace("//", "/")
+
+    # ---- processes ---------------------------------------------------------
+    def spawn(self, path, argv, env, default_signals):
+        return self.tracer.spawn(path, argv, env, default_signals)
+
+    def on_new_process(self, parent, child, flags) -> None:
+        for name, state in parent.data.items():
+            module = self.modules.get(name)
+            if module is not None:
+                child.data[name] = module.fork_state(state, flags)
+
+    def on_exec(self, proc) -> None:
+        for name in list(proc.data):
+            module = self.modules.get(name)
+            if module is not None:
+                proc.data[name] = module.exec_state(proc.data[name])
+
+    def on_exit(self, proc) -> None:
+        proc.data.clear()
+
+    # ---- dispatch ----------------------------------------------------------
+    def on_syscall(self, stop) -> int | None:
+        self.answered_by = "kernel"
+        nr = stop.nr
+        try:
+            if nr < 0:
+                self.answered_by = "umvu"
+                return self._control(stop)
+            if stop.data == seccomp_filter.DATA_OTHER_ABI:
+                return None
+            if nr == NR_MOUNT:
+                return self._mount(stop)
+            if nr == NR_UMOUNT2:
+                return self._umount(stop)
+            for module, method in self.handlers.get(nr, ()):
+                result = self._call_module(module, method, stop)
+                if result is not None:
+                    self.answered_by = module.name
+                    return result
+            return None
+        except OSError as exc:
+            return -(exc.errno or errno.EIO)
+
+    def _call_module(self, module: Module, method, stop):
+        call = Call(syscall_table.name_of(stop.nr), stop, self, module)
+        try:
+            return method(call)
+        except OSError as exc:
+            return -(exc.errno or errno.EIO)
+        except Exception:
+            log.error("module %s failed in %s (the call returns EIO):\n%s",
+                      module.name, call.name, traceback.format_exc().rstrip())
+            return -errno.EIO
+
+    # ---- control path -------------------------------------------------------
+    def _control(self, stop) -> int:
+        nr, args = stop.nr, stop.args
+        if nr == control.VU_INSMOD:
+            return self.insmod(os.fsdecode(stop.read_str(args[0], 256)),
+                               bool(args[1] & 0xffffffff))
+        if nr == control.VU_RMMOD:
+            return self.rmmod(os.fsdecode(stop.read_str(args[0], 256)))
+        if nr == control.VU_LSMOD:
+            return self._lsmod(stop, args[0], args[1])
+        if nr == control.VUCTL:
+            return self._vuctl(stop, signed(args[0]) & 0xffffffff, args[1:])
+        if nr == control.MSOCKET:
+            for module, method in self.handlers.get(control.MSOCKET, ()):
+                result = self._call_module(module, method, stop)
+                if result is not None:
+                    return result
+            return -errno.ENOTSUP
+        return -errno.ENOSYS
+
+    def insmod(self, name: str, permanent: bool = False) -> int:
+        if name in self.modules:
+            return -errno.EEXIST
+        try:
+            cls = loader.find(name)
+            module = cls(self)
+            module.init()
+        except OSError as exc:
+            log.debug("vu_insmod %s: %s", name, exc)
+            return -(exc.errno or errno.EINVAL)
+        except Exception:
+            log.error("module %s failed to load:\n%s", name,
+                      traceback.format_exc().rstrip())
+            return -errno.ENOEXEC
+        self.modules[name] = module
+        if permanent:
+            self.permanent.add(name)
+        self._register(module)
+        self._update_filter()
+        log.debug("module %s loaded", name)
+        return 0
+
+    def rmmod(self, name: str) -> int:
+        module = self.modules.get(name)
+        if module is None:
+            return -errno.ENOENT
+        if name in self.permanent or self.services.of_module(module):
+            return -errno.EBUSY
+        try:
+            module.fini()
+        except Exception:
+            log.error("module %s failed in fini:\n%s", name, traceback.format_exc())
+        del self.modules[name]
+        for nr in list(self.handlers):
+            self.handlers[nr] = [h for h in self.handlers[nr] if h[0] is not module]
+            if not self.handlers[nr]:
+                del self.handlers[nr]
+        for proc in self.tracer.processes.values():
+            proc.data.pop(name, None)
+        self._update_filter()
+        return 0
+
+    def _register(self, module: Module) -> None:
+        for sysname, attr in module.handlers().items():
+            nr = control.MSOCKET if sysname == "msocket" else syscall_table.NR[sysname]
+            self.handlers.setdefault(nr, []).insert(0, (module, getattr(module, attr)))
+
+    def _update_filter(self) -> None:
+        families, names = set(), set()
+        for module in self.modules.values():
+            families.update(module.families)
+            names.update(n for n in module.handlers() if n in syscall_table.NR)
+        wanted = seccomp_filter.trapped_numbers(families, names)
+        self.tracer.set_trapped(wanted)
+        # trapped by an older filter but now wanted by nobody: resume in C
+        self.tracer.set_fast(set(self.tracer.trapped - wanted))
+
+    def _lsmod(self, stop, buf: int, size: int) -> int:
+        text = "".join(f"{m.name}: {m.description}\n" for m in self.modules.values())
+        data = text.encode() + b"\0"
+        if buf:
+            stop.write(buf, data[:size])
+        return len(data)
+
+    def _vuctl(self, stop, tag: int, args) -> int:
+        if tag == control.VUCTL_GETINFO:
+            if args[0]:
+                stop.write(args[0], control.pack_info(os.uname(), str(os.getpid()),
+                                                      self.name))
+            return 0
+        if tag == control.VUCTL_SETNAME:
+            self.name = os.fsdecode(stop.read_str(args[0], 65))[:64]
+            return 0
+        if tag == control.VUCTL_GET_DEBUGTAGS:
+            data = "".join(sorted(self.debug_tags)).encode() + b"\0"
+            if args[0]:
+                stop.write(args[0], data[:args[1]])
+            return 0
+        if tag in (control.VUCTL_ADD_DEBUGTAGS, control.VUCTL_DEL_DEBUGTAGS):
+            tags = set(os.fsdecode(stop.read_str(args[0], 128)))
+            if tag == control.VUCTL_ADD_DEBUGTAGS:
+                self.debug_tags |= tags
+            else:
+                self.debug_tags -= tags
+            return 0
+        if tag in (control.VUCTL_GET_DEBUGTAGNAME, control.VUCTL_SET_DEBUGCOLOR):
+            return 0
+        return -errno.EINVAL
+
+    # ---- mount table ----------------------------------------------------------
+    def _opt_str(self, stop, addr: int) -> str:
+        return os.fsdecode(stop.read_str(addr)) if addr else ""
+
+    def _mount(self, stop) -> int | None:
+        source = self._opt_str(stop, stop.args[0])
+        fstype = self._opt_str(stop, stop.args[2])
+        module = self.module_for_type(fstype)
+        if module is None:
+            return None         # the kernel decides (EPERM unless privileged)
+        target = self.absolute(stop.process.pid, self._opt_str(stop, stop.args[1]))
+        flags = stop.args[3] & 0xffffffff
+        options = self._opt_str(stop, stop.args[4])
+        self.answered_by = module.name
+        service = module.mount(source, target, fstype, flags, options)
+        if not isinstance(service, Service):
+            raise TypeError(f"{module.name}.mount returned {service!r}")
+        self.services.add(service)
+        log.debug("mounted %r", service)
+        return 0
+
+    def _umount(self, stop) -> int | None:
+        target = self.absolute(stop.process.pid, self._opt_str(stop, stop.args[0]))
+        service = self.services.at(target)
+        if service is None:
+            return None
+        self.answered_by = service.module.name
+        service.module.umount(service, stop.args[1] & 0xffffffff)
+        self.services.remove(service)
+        return 0
+
+    def module_for_type(self, fstype: str) -> Module | None:
+        """Newest loaded module whose name is a prefix of the fs type."""
+        for module in reversed(list(self.modules.values())):
+            if fstype.startswith(module.name):
+                return module
+        return None
+
+    def shutdown(self) -> None:
+        for service in reversed(list(self.services)):
+            try:
+                service.module.umount(service, MNT_DETACH)
+            except Exception:
+                log.error("umount of %r failed:\n%s", service, traceback.format_exc())
+            self.services.remove(service)
+        for module in reversed(list(self.modules.values())):
+            try:
+                module.fini()
+            except Exception:
+                log.error("module %s failed in fini:\n%s", module.name,
+                          traceback.format_exc())
