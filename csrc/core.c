@@ -12,6 +12,7 @@
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 
@@ -80,6 +81,76 @@ static int get_info(int tid, struct umvu_event *ev)
     return 0;
 }
 
+struct umvu_journal_entry umvu_journal[UMVU_JOURNAL_MAX];
+int umvu_journal_len;
+int umvu_fast_events;
+int umvu_watch_pid;
+
+unsigned long umvu_clone_flags(int tid)
+{
+    struct umvu_regs regs;
+    unsigned long flags = 0;
+    if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0)
+        return 0;
+    switch (regs.orig_rax) {
+    case SYS_clone:
+        return regs.rdi;
+    case SYS_clone3:
+        umvu_read(tid, regs.rdi, &flags, sizeof flags);
+        return flags;
+    case SYS_vfork:
+        return UMVU_CLONE_VM | UMVU_CLONE_VFORK;
+    default:
+        return 0;
+    }
+}
+
+static void journal(int kind, struct umvu_event *ev, unsigned long flags)
+{
+    struct umvu_journal_entry *j = &umvu_journal[umvu_journal_len++];
+    j->kind = kind;
+    j->tid = ev->tid;
+    j->status = ev->status;
+    j->msg = ev->msg;
+    j->flags = flags;
+}
+
+/* Process events Python only needs to hear about later: resume at once and
+ * write them to the journal, which Python replays, in order, before it
+ * handles anything else. Returns 1 when handled. */
+static int fast_event(struct umvu_event *ev)
+{
+    int tid = ev->tid;
+    switch (ev->kind) {
+    case UMVU_EV_SIGNAL:
+        ptrace(PTRACE_CONT, tid, 0, (void *)(long)ev->sig);
+        return 1;
+    case UMVU_EV_EXIT_STOP:
+    case UMVU_EV_VFORK_DONE:
+        ptrace(PTRACE_CONT, tid, 0, 0);
+        return 1;
+    case UMVU_EV_STOP:
+        if (ev->sig == SIGSTOP || ev->sig == SIGTSTP || ev->sig == SIGTTIN ||
+            ev->sig == SIGTTOU)
+            ptrace(PTRACE_LISTEN, tid, 0, 0);
+        else
+            ptrace(PTRACE_CONT, tid, 0, 0);
+        return 1;
+    case UMVU_EV_CLONE:
+        journal(ev->kind, ev, umvu_clone_flags(tid));
+        ptrace(PTRACE_CONT, tid, 0, 0);
+        return 1;
+    case UMVU_EV_EXEC:
+        journal(ev->kind, ev, 0);
+        ptrace(PTRACE_CONT, tid, 0, 0);
+        return 1;
+    case UMVU_EV_EXITED:
+        journal(ev->kind, ev, 0);
+        return tid != umvu_watch_pid;
+    }
+    return 0;
+}
+
 /* Turn a wait status into an event. Returns 1 when the stop was handled here
  * (fast path) and the caller should wait again. */
 static int decode(int tid, int status, struct umvu_event *ev, int fast)
@@ -89,61 +160,89 @@ static int decode(int tid, int status, struct umvu_event *ev, int fast)
     ev->status = status;
     if (WIFEXITED(status) || WIFSIGNALED(status)) {
         ev->kind = UMVU_EV_EXITED;
-        return 0;
-    }
-    int sig = WSTOPSIG(status);
-    int event = (unsigned)status >> 16;
-    ev->sig = sig;
-    ev->event = event;
-    if (sig == (SIGTRAP | 0x80)) {
+    } else if (WSTOPSIG(status) == (SIGTRAP | 0x80)) {
         ev->kind = UMVU_EV_SYSCALL_EXIT;     /* refined by get_info */
         get_info(tid, ev);
         return 0;
-    }
-    switch (event) {
-    case 0:
-        ev->kind = UMVU_EV_SIGNAL;
-        return 0;
-    case PTRACE_EVENT_SECCOMP:
-        ev->kind = UMVU_EV_SECCOMP;
-        get_info(tid, ev);
-        if (fast && ev->nr >= 0 && ev->nr < UMVU_NR_MAX &&
-            umvu_fast[ev->nr] == UMVU_FAST_RESUME) {
-            umvu_fast_resumed++;
-            ptrace(PTRACE_CONT, tid, 0, 0);
-            return 1;
+    } else {
+        ev->sig = WSTOPSIG(status);
+        ev->event = (unsigned)status >> 16;
+        switch (ev->event) {
+        case 0:
+            ev->kind = UMVU_EV_SIGNAL;
+            break;
+        case PTRACE_EVENT_SECCOMP:
+            ev->kind = UMVU_EV_SECCOMP;
+            get_info(tid, ev);
+            if (fast && ev->nr >= 0 && ev->nr < UMVU_NR_MAX &&
+                umvu_fast[ev->nr] == UMVU_FAST_RESUME) {
+                umvu_fast_resumed++;
+                ptrace(PTRACE_CONT, tid, 0, 0);
+                return 1;
+            }
+            return 0;
+        case PTRACE_EVENT_FORK:
+        case PTRACE_EVENT_VFORK:
+        case PTRACE_EVENT_CLONE:
+            ev->kind = UMVU_EV_CLONE;
+            break;
+        case PTRACE_EVENT_EXEC:
+            ev->kind = UMVU_EV_EXEC;
+            break;
+        case PTRACE_EVENT_EXIT:
+            ev->kind = UMVU_EV_EXIT_STOP;
+            break;
+        case PTRACE_EVENT_VFORK_DONE:
+            ev->kind = UMVU_EV_VFORK_DONE;
+            break;
+        case PTRACE_EVENT_STOP:
+            ev->kind = UMVU_EV_STOP;
+            break;
+        default:
+            ev->kind = UMVU_EV_SIGNAL;
+            break;
         }
-        return 0;
-    case PTRACE_EVENT_FORK:
-    case PTRACE_EVENT_VFORK:
-    case PTRACE_EVENT_CLONE:
-        ev->kind = UMVU_EV_CLONE;
-        break;
-    case PTRACE_EVENT_EXEC:
-        ev->kind = UMVU_EV_EXEC;
-        break;
-    case PTRACE_EVENT_EXIT:
-        ev->kind = UMVU_EV_EXIT_STOP;
-        break;
-    case PTRACE_EVENT_VFORK_DONE:
-        ev->kind = UMVU_EV_VFORK_DONE;
-        break;
-    case PTRACE_EVENT_STOP:
-        ev->kind = UMVU_EV_STOP;
-        return 0;
-    default:
-        ev->kind = UMVU_EV_SIGNAL;
-        return 0;
+        if (ev->kind == UMVU_EV_CLONE || ev->kind == UMVU_EV_EXEC ||
+            ev->kind == UMVU_EV_EXIT_STOP)
+            ptrace(PTRACE_GETEVENTMSG, tid, 0, &ev->msg);
     }
-    ptrace(PTRACE_GETEVENTMSG, tid, 0, &ev->msg);
+    if (fast && umvu_fast_events && fast_event(ev)) {
+        if (umvu_journal_len < UMVU_JOURNAL_MAX)
+            return 1;
+        ev->kind = UMVU_EV_JOURNAL_FULL;
+    }
     return 0;
+}
+
+unsigned long umvu_spin_ns = 0;
+
+static unsigned long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (unsigned long)ts.tv_sec * 1000000000UL + (unsigned long)ts.tv_nsec;
+}
+
+/* Poll for a while before sleeping: a tracer that sleeps is woken through an
+ * idle CPU, which costs tens of microseconds per stop on a VM. */
+static int wait_any(int *status)
+{
+    if (umvu_spin_ns) {
+        unsigned long end = now_ns() + umvu_spin_ns;
+        do {
+            int tid = waitpid(-1, status, __WALL | WNOHANG);
+            if (tid != 0)
+                return tid;
+        } while (now_ns() < end);
+    }
+    return waitpid(-1, status, __WALL);
 }
 
 int umvu_wait(struct umvu_event *ev)
 {
     for (;;) {
         int status;
-        int tid = waitpid(-1, &status, __WALL);
+        int tid = wait_any(&status);
         if (tid < 0)
             return -errno;
         if (!decode(tid, status, ev, 1))

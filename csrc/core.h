@@ -22,6 +22,10 @@ struct umvu_regs {              /* same layout as struct user_regs_struct */
 #define UMVU_EV_SIGNAL       8  /* signal-delivery-stop: sig                  */
 #define UMVU_EV_EXITED       9  /* thread gone: status is the wait status     */
 #define UMVU_EV_VFORK_DONE   10
+#define UMVU_EV_JOURNAL_FULL 11 /* the event is handled; replay the journal */
+
+#define UMVU_CLONE_VM    0x100
+#define UMVU_CLONE_VFORK 0x4000
 
 struct umvu_event {
     int tid;
@@ -46,7 +50,24 @@ struct umvu_event {
 #define UMVU_FAST_RESUME 1      /* nobody owns it any more: let kernel run it */
 extern unsigned char umvu_fast[UMVU_NR_MAX];
 extern unsigned long umvu_fast_resumed;   /* statistics */
+extern unsigned long umvu_spin_ns;        /* poll this long before sleeping */
 
+/* Process events handled in C while umvu_fast_events is set (no filter
+ * injection pending), written here for Python to replay in order. */
+#define UMVU_JOURNAL_MAX 256
+struct umvu_journal_entry {
+    int kind;                   /* UMVU_EV_CLONE, _EXEC or _EXITED */
+    int tid;
+    int status;
+    unsigned long msg;
+    unsigned long flags;        /* clone flags */
+};
+extern struct umvu_journal_entry umvu_journal[256];
+extern int umvu_journal_len;
+extern int umvu_fast_events;
+extern int umvu_watch_pid;      /* its exit always returns to Python */
+
+unsigned long umvu_clone_flags(int tid);
 int umvu_wait(struct umvu_event *ev);
 int umvu_wait_tid(int tid, struct umvu_event *ev);
 long umvu_ptrace(int req, int tid, unsigned long addr, unsigned long data);

@@ -130,6 +130,13 @@ class Tracer:
             if proc.level < self.level and (current is None
                                             or proc is not current.process):
                 self._interrupt(proc)
+        self._update_fast_events()
+
+    def _update_fast_events(self) -> None:
+        """Let the C core handle process events alone only while no process
+        waits for a filter (a new child would inherit the old one)."""
+        pc.lib.umvu_fast_events = int(all(
+            p.level == self.level for p in self.processes.values()))
 
     def set_fast(self, resumable: set[int]) -> None:
         """Numbers still trapped by old filters but wanted by nobody."""
@@ -151,6 +158,7 @@ class Tracer:
         if not self.filters:
             self.set_trapped(seccomp_filter.trapped_numbers(()))
         pid = pc.spawn(path, argv, env, self.filters[-1], default_signals)
+        pc.lib.umvu_watch_pid = pid
         proc = Process(pid, None, self.level)
         self._add_thread(pid, proc)
         self.processes[pid] = proc
@@ -168,11 +176,35 @@ class Tracer:
         ev = self._event
         while not until():
             ret = pc.lib.umvu_wait(ev)
+            self._replay()
             if ret == -errno.EINTR:
                 continue
             if ret == -errno.ECHILD:
                 return
             pc.check(ret)
+            if ev.kind != pc.EV_JOURNAL_FULL:
+                self._dispatch(ev)
+
+    def _replay(self) -> None:
+        """Book-keep the process events the C core handled on its own."""
+        lib = pc.lib
+        count = lib.umvu_journal_len
+        if not count:
+            return
+        early = []
+        for i in range(count):
+            entry = lib.umvu_journal[i]
+            thread = self.threads.get(entry.tid)
+            if thread is None:
+                continue
+            if entry.kind == pc.EV_CLONE:
+                early += self._record_clone(thread, entry.msg, entry.flags)
+            elif entry.kind == pc.EV_EXEC:
+                self._record_exec(thread, entry.msg)
+            else:
+                self._on_exited(thread, entry.status)
+        lib.umvu_journal_len = 0
+        for ev in early:
             self._dispatch(ev)
 
     def _dispatch(self, ev) -> None:
@@ -192,7 +224,7 @@ class Tracer:
         elif kind == pc.EV_STOP:
             self._on_stop(thread, ev.sig)
         elif kind == pc.EV_CLONE:
-            self._on_clone(thread, ev.event, ev.msg)
+            self._on_clone(thread, ev.msg)
         elif kind == pc.EV_EXEC:
             self._on_exec(thread, ev.msg)
         elif kind == pc.EV_EXITED:
@@ -212,10 +244,13 @@ class Tracer:
         tid = thread.tid
         if result is not None:
             pc.check(pc.lib.umvu_set_result(tid, result))
-        if thread.process.level < self.level:
+        if thread.process.level < self.level and result is not None:
+            # a skipped call reaches its exit stop at once: filter it there
             self._filter_at_seccomp_stop(thread)
-        else:
-            pc.try_ptrace(pc.PTRACE_CONT, tid)
+            return
+        if thread.process.level < self.level:
+            self._interrupt(thread.process)   # the call may block: later
+        pc.try_ptrace(pc.PTRACE_CONT, tid)
 
     def _on_stop(self, thread: Thread, sig: int) -> None:
         if sig in STOP_SIGNALS:         # group stop: stay stopped until SIGCONT
@@ -228,9 +263,16 @@ class Tracer:
             self._install_filter(thread, restart=True)
         pc.try_ptrace(pc.PTRACE_CONT, thread.tid)
 
-    def _on_clone(self, thread: Thread, event: int, child_tid: int) -> None:
+    def _on_clone(self, thread: Thread, child_tid: int) -> None:
+        early = self._record_clone(thread, child_tid,
+                                   pc.lib.umvu_clone_flags(thread.tid))
+        pc.try_ptrace(pc.PTRACE_CONT, thread.tid)
+        for ev in early:
+            self._dispatch(ev)
+
+    def _record_clone(self, thread: Thread, child_tid: int, flags: int) -> list:
+        """A new thread or process; returns its stops that came early."""
         parent = thread.process
-        flags = self._clone_flags(thread, event)
         if flags & CLONE_THREAD:
             proc = parent
         else:
@@ -239,43 +281,26 @@ class Tracer:
         self._add_thread(child_tid, proc)
         if proc is not parent:
             self.handler.on_new_process(parent, proc, flags)
-        pc.try_ptrace(pc.PTRACE_CONT, thread.tid)
         early = self._early.pop(child_tid, None)
-        if early is not None:
-            self._dispatch(early)
-
-    def _clone_flags(self, thread: Thread, event: int) -> int:
-        if event == 2:      # PTRACE_EVENT_VFORK
-            return CLONE_VM | CLONE_VFORK
-        if event == 1:      # PTRACE_EVENT_FORK
-            return 0
-        regs = pc.getregs(thread.tid)
-        if regs.orig_rax == syscall_table.NR["clone3"]:
-            try:
-                return struct.unpack("Q", pc.read(thread.tid, regs.rdi, 8))[0]
-            except OSError:
-                return 0
-        return regs.rdi
+        return [early] if early is not None else []
 
     def _on_exec(self, thread: Thread, former_tid: int) -> None:
+        thread = self._record_exec(thread, former_tid)
+        pc.try_ptrace(pc.PTRACE_CONT, thread.tid)
+
+    def _record_exec(self, thread: Thread, former_tid: int) -> Thread:
+        """After exec only the execing thread is left, with the leader's tid."""
         proc = thread.process
-        if former_tid != thread.tid:
-            # exec from a non-leader thread: it takes the leader's tid
-            execing = self.threads.pop(former_tid, None) or thread
-            for tid in list(proc.threads):
-                self.threads.pop(tid, None)
-            proc.threads.clear()
-            execing.tid = thread.tid
-            thread = execing
-            self.threads[thread.tid] = thread
-            proc.threads[thread.tid] = thread
-        else:
-            for tid in [t for t in proc.threads if t != thread.tid]:
-                self.threads.pop(tid, None)
-                del proc.threads[tid]
+        execing = self.threads.get(former_tid, thread)
+        for tid in proc.threads:
+            self.threads.pop(tid, None)
+        proc.threads.clear()
+        execing.tid = proc.pid
+        self.threads[proc.pid] = execing
+        proc.threads[proc.pid] = execing
         proc.syscall_insn = None
         self.handler.on_exec(proc)
-        pc.try_ptrace(pc.PTRACE_CONT, thread.tid)
+        return execing
 
     def _on_exited(self, thread: Thread, status: int) -> None:
         proc = thread.process
@@ -291,8 +316,8 @@ class Tracer:
 
     # ---- running a syscall inside a tracee -----------------------------------
     def _filter_at_seccomp_stop(self, thread: Thread) -> None:
-        """The call was answered (or will run): let it complete to its exit
-        stop, then install the filter from there."""
+        """The call was answered and skipped: take it to its exit stop, then
+        install the filter from there."""
         pc.try_ptrace(pc.PTRACE_SYSCALL, thread.tid)
         if not self._wait_exit_stop(thread):
             return
@@ -314,6 +339,7 @@ class Tracer:
         if res != 0:
             log.error("seccomp in %d returned %d", proc.pid, res)
         proc.level = self.level
+        self._update_fast_events()
 
     def run_syscall(self, thread: Thread, nr: int, args: tuple, blob: bytes,
                     restart: bool) -> int | None:
@@ -371,27 +397,8 @@ class Tracer:
             if ev.kind == pc.EV_EXITED:
                 self._on_exited(thread, ev.status)
                 return False
-            if ev.kind in (pc.EV_EXEC, pc.EV_CLONE):
-                # the call was an exec or clone that went on to the kernel
-                self._dispatch_inline(thread, ev)
-                pc.try_ptrace(pc.PTRACE_SYSCALL, thread.tid)
-                continue
             pc.try_ptrace(pc.PTRACE_SYSCALL, thread.tid,
                           0, ev.sig if ev.kind == pc.EV_SIGNAL else 0)
-
-    def _dispatch_inline(self, thread: Thread, ev) -> None:
-        """Book-keeping of a clone/exec event seen while waiting for one thread."""
-        if ev.kind == pc.EV_CLONE:
-            parent = thread.process
-            flags = self._clone_flags(thread, ev.event)
-            proc = parent if flags & CLONE_THREAD else Process(ev.msg, parent, parent.level)
-            if proc is not parent:
-                self.processes[ev.msg] = proc
-                self.handler.on_new_process(parent, proc, flags)
-            self._add_thread(ev.msg, proc)
-        else:
-            thread.process.syscall_insn = None
-            self.handler.on_exec(thread.process)
 
     def _syscall_insn(self, thread: Thread, regs) -> int:
         """Address of a `syscall` instruction in the tracee (vDSO first)."""
