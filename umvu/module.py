@@ -105,6 +105,8 @@ class Module:
     description: str = ""
     #: syscall families (see umvu.syscall_table) trapped while loaded
     families: tuple[str, ...] = ()
+    #: more syscalls, by name, trapped while loaded
+    syscalls: tuple[str, ...] = ()
 
     def __init__(self, view):
         self.view = view
@@ -128,7 +130,9 @@ class Module:
         return state
 
     def mount(self, source: str, target: str, fstype: str, flags: int,
-              options: str) -> Service:
+              options: str, caller) -> Service:
+        """Called for `vumount -t TYPE` where this module's name is a prefix
+        of TYPE; target is canonical; caller is the calling process."""
         raise OSError(errno.ENODEV, f"{self.name} cannot be mounted")
 
     def umount(self, service: Service, flags: int) -> None:
@@ -144,3 +148,76 @@ class Module:
             for name in getattr(func, "umvu_syscalls", ()):
                 found[name] = attr
         return found
+
+
+# ---- file-system services ----------------------------------------------------
+
+class Redirect:
+    """Answer of a path call: run it on these paths of the older view."""
+
+    __slots__ = ("path", "path2", "listing", "meta")
+
+    def __init__(self, path: str, path2: str | None = None, listing=None,
+                 meta: dict | None = None):
+        self.path = path
+        self.path2 = path2
+        self.listing = listing      # callable -> [(name, d_type, ino)] for merged dirs
+        self.meta = meta            # st_mode/st_uid/st_gid/st_rdev shown by stat calls
+
+
+class PathCall:
+    """A path syscall as a file-system service sees it.
+
+    op is one of: stat (lookups that change nothing: stat, access, readlink,
+    xattr reads, statfs, chdir, exec), open, modify (chmod, chown, utimes,
+    truncate, xattr writes), create (mkdir, mknod, symlink), delete (unlink,
+    rmdir), rename, link. `name` is the syscall; paths are canonical paths
+    in the view.
+    """
+
+    __slots__ = ("name", "op", "path", "path2", "flags", "mode", "pid",
+                 "uid", "gid", "dev")
+
+    def __init__(self, name, op, path, path2=None, flags=0, mode=0, pid=0,
+                 uid=-1, gid=-1, dev=0):
+        self.name = name
+        self.op = op
+        self.path = path
+        self.path2 = path2
+        self.flags = flags          # open flags, or the call's AT_/RENAME_ flags
+        self.mode = mode            # for open/creat/mkdir/mknod/chmod
+        self.pid = pid
+        self.uid = uid              # for chown (0xffffffff: unchanged)
+        self.gid = gid
+        self.dev = dev              # for mknod
+
+    def redirect(self, path: str, path2: str | None = None, listing=None,
+                 meta: dict | None = None) -> Redirect:
+        return Redirect(path, path2, listing, meta)
+
+
+class PathService(Service):
+    """A service mounted on a path: answers path calls below its target."""
+
+    #: set by the view: the file system as seen by services older than this one
+    lower = None
+
+    def path_call(self, call: PathCall):
+        """Redirect(...) to run the call elsewhere, or an int result."""
+        raise OSError(errno.ENOSYS, "not implemented")
+
+    def lstat(self, path: str) -> os.stat_result:
+        """Used while resolving paths through this service."""
+        answer = self.path_call(PathCall("lstat", "stat", path))
+        if isinstance(answer, Redirect):
+            return self.lower.lstat(answer.path)
+        raise OSError(-answer if answer < 0 else errno.EIO, path)
+
+    def readlink(self, path: str) -> str:
+        answer = self.path_call(PathCall("readlink", "stat", path))
+        if isinstance(answer, Redirect):
+            return self.lower.readlink(answer.path)
+        raise OSError(-answer if answer < 0 else errno.EIO, path)
+
+    def attach(self) -> None:
+        """Called when mounted, once `lower` is set; raise OSError to refuse."""

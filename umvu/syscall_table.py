@@ -12,7 +12,10 @@ Families say who could ever want to answer the call:
            second name, nofollow=how the last component is treated:
            always | at:ARG (AT_SYMLINK_NOFOLLOW in arg) | o:ARG (O_NOFOLLOW)
            | empty:ARG (AT_EMPTY_PATH allowed in arg))
-  fd       acts on a file descriptor (fd=arg index)
+  fd       reads, writes or inspects an open file (fd=arg index)
+  fdmeta   changes the descriptor table or the cwd (close, dup, fcntl,
+           fchdir): the view mirrors virtual descriptors
+  fdattr   changes an open file's metadata (fchmod, fchown, fxattr)
   fdnew    creates a descriptor with no name (pipe, eventfd...)
   socket   sockets (msocket-aware modules)
   id       user and group ids (unrealuidgid)
@@ -31,7 +34,7 @@ _TABLE = """
 0   read            fd
 1   write           fd
 2   open            path path=0 nofollow=o:1
-3   close           fd
+3   close           fdmeta
 4   stat            path path=0
 5   fstat           fd
 6   lstat           path path=0 nofollow=always
@@ -60,8 +63,8 @@ _TABLE = """
 29  shmget          never
 30  shmat           never
 31  shmctl          never
-32  dup             fd
-33  dup2            fd
+32  dup             fdmeta
+33  dup2            fdmeta
 34  pause           never
 35  nanosleep       time
 36  getitimer       never
@@ -100,7 +103,7 @@ _TABLE = """
 69  msgsnd          never
 70  msgrcv          never
 71  msgctl          never
-72  fcntl           fd
+72  fcntl           fdmeta
 73  flock           fd
 74  fsync           fd
 75  fdatasync       fd
@@ -109,7 +112,7 @@ _TABLE = """
 78  getdents        fd
 79  getcwd          path note=answered from the process cwd
 80  chdir           path path=0
-81  fchdir          fd
+81  fchdir          fdmeta
 82  rename          path path=0 path2=1 nofollow=always
 83  mkdir           path path=0 nofollow=always
 84  rmdir           path path=0 nofollow=always
@@ -119,9 +122,9 @@ _TABLE = """
 88  symlink         path path2=1 nofollow=always note=arg 0 is link content
 89  readlink        path path=0 nofollow=always
 90  chmod           path path=0
-91  fchmod          fd
+91  fchmod          fdattr
 92  chown           path path=0
-93  fchown          fd
+93  fchown          fdattr
 94  lchown          path path=0 nofollow=always
 95  umask           path note=kept per process for virtual creat
 96  gettimeofday    time
@@ -218,7 +221,7 @@ _TABLE = """
 187 readahead       fd
 188 setxattr        path path=0
 189 lsetxattr       path path=0 nofollow=always
-190 fsetxattr       fd
+190 fsetxattr       fdattr
 191 getxattr        path path=0
 192 lgetxattr       path path=0 nofollow=always
 193 fgetxattr       fd
@@ -227,7 +230,7 @@ _TABLE = """
 196 flistxattr      fd
 197 removexattr     path path=0
 198 lremovexattr    path path=0 nofollow=always
-199 fremovexattr    fd
+199 fremovexattr    fdattr
 200 tkill           never
 201 time            time
 202 futex           never
@@ -320,7 +323,7 @@ _TABLE = """
 289 signalfd4       fdnew
 290 eventfd2        fdnew
 291 epoll_create1   fdnew
-292 dup3            fd
+292 dup3            fdmeta
 293 pipe2           fdnew
 294 inotify_init1   fdnew
 295 preadv          fd
@@ -375,7 +378,7 @@ _TABLE = """
 433 fspick          mount
 434 pidfd_open      never
 435 clone3          proc
-436 close_range     fd
+436 close_range     fdmeta
 437 openat2         path at=0 path=1 note=RESOLVE_* flags in struct open_how
 438 pidfd_getfd     fd
 439 faccessat2      path at=0 path=1 nofollow=at:3 empty=3
@@ -411,7 +414,7 @@ _TABLE = """
 469 file_setattr    path at=0 path=1 nofollow=at:4
 """
 
-FAMILIES = ("never", "proc", "path", "fd", "fdnew", "socket", "id", "time",
+FAMILIES = ("never", "proc", "path", "fd", "fdmeta", "fdattr", "fdnew", "socket", "id", "time",
             "host", "mount", "kernel")
 
 #: families trapped in every view, whatever is loaded

@@ -60,13 +60,24 @@ class Thread:
         self.tid = tid
         self.process = process
         self.listening = False          # parked in a group stop
+        self.exit_hook = None           # (hook, saved arg registers)
         self.interrupted = False        # we sent PTRACE_INTERRUPT
 
 
-class SyscallStop:
-    """One trapped call, handed to the handler while the thread is stopped."""
+ARG_REGS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 
-    __slots__ = ("thread", "nr", "args", "ip", "sp", "data", "arch")
+
+class SyscallStop:
+    """One trapped call, handed to the handler while the thread is stopped.
+
+    The handler may change arguments (set_arg, with strings placed by
+    scratch) and ask to see the result (on_exit); the tracer then resumes
+    to the exit stop, calls the hook and puts the registers back, since the
+    syscall ABI promises the caller that they survive the call.
+    """
+
+    __slots__ = ("thread", "nr", "args", "ip", "sp", "data", "arch",
+                 "new_args", "exit_hook", "_scratch")
 
     def __init__(self, thread: Thread, ev):
         self.thread = thread
@@ -76,6 +87,9 @@ class SyscallStop:
         self.sp = ev.sp
         self.data = ev.ret_data
         self.arch = ev.arch
+        self.new_args: dict[int, int] = {}
+        self.exit_hook = None
+        self._scratch = ev.sp - 128     # below the red zone, grows down
 
     @property
     def tid(self) -> int:
@@ -93,6 +107,19 @@ class SyscallStop:
 
     def write(self, addr: int, data: bytes) -> None:
         pc.write(self.tid, addr, data)
+
+    def scratch(self, data: bytes) -> int:
+        """Copy data into the tracee's stack, below the red zone."""
+        self._scratch = (self._scratch - len(data)) & ~15
+        pc.write(self.tid, self._scratch, data)
+        return self._scratch
+
+    def set_arg(self, index: int, value: int) -> None:
+        self.new_args[index] = value & U64
+
+    def on_exit(self, hook) -> None:
+        """hook(result) -> new result or None, called at the exit stop."""
+        self.exit_hook = hook
 
 
 class Tracer:
@@ -229,6 +256,8 @@ class Tracer:
             self._on_exec(thread, ev.msg)
         elif kind == pc.EV_EXITED:
             self._on_exited(thread, ev.status)
+        elif kind == pc.EV_SYSCALL_EXIT:
+            self._on_syscall_exit(thread, ev.rval)
         else:   # exit stop, vfork done, stray syscall stops
             pc.try_ptrace(pc.PTRACE_CONT, tid)
 
@@ -242,15 +271,49 @@ class Tracer:
         if self.on_trace is not None:
             self.on_trace(stop, result)
         tid = thread.tid
+        pending = thread.process.level < self.level
         if result is not None:
             pc.check(pc.lib.umvu_set_result(tid, result))
-        if thread.process.level < self.level and result is not None:
-            # a skipped call reaches its exit stop at once: filter it there
-            self._filter_at_seccomp_stop(thread)
+            if pending:     # a skipped call reaches its exit stop at once
+                self._filter_at_seccomp_stop(thread)
+                return
+        elif stop.new_args or stop.exit_hook:
+            self._run_to_exit(thread, stop)
             return
-        if thread.process.level < self.level:
+        if pending:
             self._interrupt(thread.process)   # the call may block: later
         pc.try_ptrace(pc.PTRACE_CONT, tid)
+
+    def _run_to_exit(self, thread: Thread, stop: SyscallStop) -> None:
+        regs = pc.getregs(thread.tid)
+        saved = tuple(getattr(regs, r) for r in ARG_REGS)
+        for index, value in stop.new_args.items():
+            setattr(regs, ARG_REGS[index], value)
+        if stop.new_args:
+            pc.setregs(thread.tid, regs)
+        thread.exit_hook = (stop.exit_hook, saved if stop.new_args else None)
+        if thread.process.level < self.level:
+            self._interrupt(thread.process)
+        pc.try_ptrace(pc.PTRACE_SYSCALL, thread.tid)
+
+    def _on_syscall_exit(self, thread: Thread, rval: int) -> None:
+        hook, saved = thread.exit_hook or (None, None)
+        thread.exit_hook = None
+        result = None
+        if hook is not None:
+            try:
+                result = hook(signed(rval))
+            except Exception:
+                log.exception("exit hook failed")
+        if result is not None or saved is not None:
+            regs = pc.getregs(thread.tid)
+            if result is not None:
+                regs.rax = result & U64
+            if saved is not None:
+                for name, value in zip(ARG_REGS, saved):
+                    setattr(regs, name, value)
+            pc.setregs(thread.tid, regs)
+        pc.try_ptrace(pc.PTRACE_CONT, thread.tid)
 
     def _on_stop(self, thread: Thread, sig: int) -> None:
         if sig in STOP_SIGNALS:         # group stop: stay stopped until SIGCONT
@@ -299,6 +362,7 @@ class Tracer:
         self.threads[proc.pid] = execing
         proc.threads[proc.pid] = execing
         proc.syscall_insn = None
+        execing.exit_hook = None        # a successful exec has no exit stop
         self.handler.on_exec(proc)
         return execing
 

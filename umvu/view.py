@@ -13,10 +13,16 @@ import logging
 import os
 import traceback
 
+import shutil
+import tempfile
+
 from . import control, loader, seccomp_filter, syscall_table
-from .module import Call, Module, Service
-from .services import ServiceTable
+from .lowerview import LowerView
+from .module import Call, Module, PathService, Service
+from .procmounts import ProcMounts
+from .services import ServiceTable, path_under
 from .tracer import Tracer, signed
+from .vfs import Vfs
 
 log = logging.getLogger("umvu")
 NR_MOUNT = syscall_table.NR["mount"]
@@ -34,6 +40,9 @@ class View:
         self.handlers: dict[int, list] = {}      # nr -> [(module, method)], newest first
         self.debug_tags: set[str] = set()
         self.answered_by = "kernel"              # for --trace
+        self.tmpdir = tempfile.mkdtemp(prefix="umvu-")
+        self.vfs = Vfs(self)
+        self.services.add(ProcMounts(self))
 
     # ---- public to modules -------------------------------------------------
     def process_state(self, proc, module: Module):
@@ -41,26 +50,27 @@ class View:
             proc.data[module.name] = module.new_state(proc.pid)
         return proc.data[module.name]
 
-    def cwd_of(self, pid: int) -> str:
-        return os.readlink(f"/proc/{pid}/cwd")
-
-    def absolute(self, pid: int, path: str) -> str:
-        """Absolute, normalized form of a path given by a process."""
-        if not path.startswith("/"):
-            path = os.path.join(self.cwd_of(pid), path)
-        return os.path.normpath(path).replace("//", "/")
+    def resolve(self, proc, path: str, follow: bool = True) -> str:
+        """Canonical path in the view of a path given by a process."""
+        st = self.vfs.state(proc)
+        res = self.vfs.walker.resolve(path, st.fs.cwd, st.fs.root, follow, proc.pid)
+        if res.error:
+            raise OSError(res.error, os.strerror(res.error), path)
+        return res.path
 
     # ---- processes ---------------------------------------------------------
     def spawn(self, path, argv, env, default_signals):
         return self.tracer.spawn(path, argv, env, default_signals)
 
     def on_new_process(self, parent, child, flags) -> None:
+        self.vfs.on_new_process(parent, child, flags)
         for name, state in parent.data.items():
             module = self.modules.get(name)
             if module is not None:
                 child.data[name] = module.fork_state(state, flags)
 
     def on_exec(self, proc) -> None:
+        self.vfs.on_exec(proc)
         for name in list(proc.data):
             module = self.modules.get(name)
             if module is not None:
@@ -83,6 +93,10 @@ class View:
                 return self._mount(stop)
             if nr == NR_UMOUNT2:
                 return self._umount(stop)
+            if nr in self.vfs.handlers:
+                result = self.vfs.on_syscall(stop)
+                if result is not None or stop.new_args or stop.exit_hook:
+                    return result
             for module, method in self.handlers.get(nr, ()):
                 result = self._call_module(module, method, stop)
                 if result is not None:
@@ -91,6 +105,11 @@ class View:
             return None
         except OSError as exc:
             return -(exc.errno or errno.EIO)
+        except Exception:
+            log.error("%s failed in %s (the call returns EIO):\n%s",
+                      self.answered_by, syscall_table.name_of(nr),
+                      traceback.format_exc().rstrip())
+            return -errno.EIO
 
     def _call_module(self, module: Module, method, stop):
         call = Call(syscall_table.name_of(stop.nr), stop, self, module)
@@ -175,6 +194,7 @@ class View:
         for module in self.modules.values():
             families.update(module.families)
             names.update(n for n in module.handlers() if n in syscall_table.NR)
+            names.update(module.syscalls)
         wanted = seccomp_filter.trapped_numbers(families, names)
         self.tracer.set_trapped(wanted)
         # trapped by an older filter but now wanted by nobody: resume in C
@@ -222,24 +242,38 @@ class View:
         module = self.module_for_type(fstype)
         if module is None:
             return None         # the kernel decides (EPERM unless privileged)
-        target = self.absolute(stop.process.pid, self._opt_str(stop, stop.args[1]))
+        self.answered_by = module.name
+        target = self.resolve(stop.process, self._opt_str(stop, stop.args[1]))
+        if path_under(target, self.tmpdir):
+            raise OSError(errno.EBUSY, "the hypervisor's own directory")
         flags = stop.args[3] & 0xffffffff
         options = self._opt_str(stop, stop.args[4])
-        self.answered_by = module.name
-        service = module.mount(source, target, fstype, flags, options)
+        service = module.mount(source, target, fstype, flags, options,
+                               stop.process)
         if not isinstance(service, Service):
             raise TypeError(f"{module.name}.mount returned {service!r}")
         self.services.add(service)
+        if isinstance(service, PathService):
+            service.lower = LowerView(self.services, service.epoch)
+            try:
+                service.attach()
+            except BaseException:
+                self.services.remove(service)
+                raise
         log.debug("mounted %r", service)
         return 0
 
     def _umount(self, stop) -> int | None:
-        target = self.absolute(stop.process.pid, self._opt_str(stop, stop.args[0]))
+        target = self.resolve(stop.process, self._opt_str(stop, stop.args[0]),
+                              follow=False)
         service = self.services.at(target)
-        if service is None:
+        if service is None or service.module is None:
             return None
+        flags = stop.args[1] & 0xffffffff
         self.answered_by = service.module.name
-        service.module.umount(service, stop.args[1] & 0xffffffff)
+        if not flags & (MNT_FORCE | MNT_DETACH) and self.vfs.in_use(service):
+            return -errno.EBUSY
+        service.module.umount(service, flags)
         self.services.remove(service)
         return 0
 
@@ -252,6 +286,8 @@ class View:
 
     def shutdown(self) -> None:
         for service in reversed(list(self.services)):
+            if service.module is None:
+                continue
             try:
                 service.module.umount(service, MNT_DETACH)
             except Exception:
@@ -263,3 +299,4 @@ class View:
             except Exception:
                 log.error("module %s failed in fini:\n%s", module.name,
                           traceback.format_exc())
+        shutil.rmtree(self.tmpdir, ignore_errors=True)

@@ -1,0 +1,171 @@
+"""The benchmark workloads.
+
+Each workload is built by a function taking the run's Context (a scratch
+directory, the --quick flag) and returning a Workload: a shell command run
+with `sh -c` in `cwd`, plus an optional `check` command, run once untimed
+(as the warm-up) under every variant, whose output must match native's.
+The timed command's own stdout must match native's too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sysconfig
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclasses.dataclass
+class Context:
+    tmp: Path               # scratch directory, removed at the end
+    quick: bool = False
+
+
+@dataclasses.dataclass
+class Workload:
+    name: str
+    title: str              # short description for the table and chart
+    cmd: str
+    cwd: Optional[str] = None
+    check: Optional[str] = None
+    kinds: Optional[frozenset] = None   # variant kinds it runs under; None: all
+
+
+def _sh(cmd: str, cwd) -> None:
+    subprocess.run(["/bin/sh", "-ec", cmd], cwd=cwd, check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def _lib_dir(ctx: Context) -> str:
+    if not ctx.quick:
+        return "/usr/lib"
+    multiarch = sysconfig.get_config_var("MULTIARCH") or ""
+    small = f"/usr/lib/{multiarch}"
+    return small if multiarch and os.path.isdir(small) else "/usr/lib"
+
+
+def find_so(ctx: Context) -> Workload:
+    d = _lib_dir(ctx)
+    return Workload(
+        "find", f"find {d} -name '*.so'",
+        cmd=f"find {d} -name '*.so' >/dev/null",
+        check=f"find {d} -name '*.so' | LC_ALL=C sort | md5sum")
+
+
+def tar_include(ctx: Context) -> Workload:
+    d = "usr/include/linux" if ctx.quick else "usr/include"
+    # -C / instead of /usr/include: same work without tar's "Removing
+    # leading /" notice. Piped to wc: GNU tar does not read the files
+    # when its output is /dev/null.
+    return Workload("tar", f"tar -cf - /{d} | wc -c",
+                    cmd=f"tar -C / -cf - {d} | wc -c")
+
+
+def python_import(ctx: Context) -> Workload:
+    mods = "email, json, http.client"
+    return Workload(
+        "python", f"python3 -c 'import {mods}'",
+        cmd=f"python3 -c 'import {mods}'",
+        check=f"python3 -c 'import {mods}; print(http.client.HTTPConnection"
+              f".default_port, json.dumps([1]))'")
+
+
+def exec_loop(ctx: Context) -> Workload:
+    n = 50 if ctx.quick else 200
+    return Workload(
+        "exec", f"sh loop: {n} x /bin/true",
+        cmd=f"i=0; while [ $i -lt {n} ]; do /bin/true || exit 1; "
+            f"i=$((i+1)); done; echo $i")
+
+
+def stat_read(ctx: Context) -> Workload:
+    n = 10000 if ctx.quick else 100000
+    d = ctx.tmp / "statread"
+    d.mkdir()
+    subprocess.run(["gcc", "-O2", "-o", str(d / "statread"),
+                    str(HERE / "statread.c")], check=True)
+    (d / "small.txt").write_bytes(b"x" * 99 + b"\n")
+    return Workload("statread", f"C: {n} x stat+open+read+close",
+                    cmd=f"./statread small.txt {n}", cwd=str(d))
+
+
+CC_UNIT = r"""#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct item%(i)d { int key; char name[32]; double weight; };
+
+static int cmp%(i)d(const void *a, const void *b)
+{
+    const struct item%(i)d *x = a, *y = b;
+    return (x->key > y->key) - (x->key < y->key);
+}
+
+double unit%(i)d(int n)
+{
+    struct item%(i)d *v = calloc(n, sizeof *v);
+    double sum = 0;
+    if (!v)
+        return -1;
+    for (int k = 0; k < n; k++) {
+        v[k].key = (k * %(mul)d) %% 97;
+        snprintf(v[k].name, sizeof v[k].name, "item-%%d-%%d", %(i)d, k);
+        v[k].weight = k / 3.0;
+    }
+    qsort(v, n, sizeof *v, cmp%(i)d);
+    for (int k = 0; k < n; k++)
+        sum += v[k].weight * strlen(v[k].name);
+    free(v);
+    return sum;
+}
+"""
+
+
+def gcc_units(ctx: Context) -> Workload:
+    n = 3 if ctx.quick else 10
+    d = ctx.tmp / "cc"
+    d.mkdir()
+    for i in range(n):
+        (d / f"unit{i:02d}.c").write_text(CC_UNIT % {"i": i, "mul": 31 + 2 * i})
+    loop = 'for f in unit*.c; do gcc -O0 -c "$f" || exit 1; done'
+    return Workload(
+        "gcc", f"gcc -O0 -c, {n} small files",
+        cmd=loop, cwd=str(d),
+        check=f"rm -f *.o; {loop}; cat unit*.o | md5sum")
+
+
+def git_status(ctx: Context) -> Workload:
+    n = 200 if ctx.quick else 2000
+    d = ctx.tmp / "repo"
+    per_dir = 50
+    for i in range(n):
+        sub = d / f"dir{i // per_dir:02d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        (sub / f"file{i:04d}.txt").write_text(f"file {i}\n" + "line\n" * (i % 7))
+    # files older than the index: no "racily clean" entries to re-hash
+    old = time.time() - 60
+    for p in d.rglob("*.txt"):
+        os.utime(p, (old, old))
+    _sh("git init -q -b main . && git add -A && "
+        "git -c user.name=bench -c user.email=bench@localhost "
+        "commit -q -m init && git status >/dev/null", d)
+    return Workload("git", f"git status, {n} files", cmd="git status",
+                    cwd=str(d))
+
+
+def startup(ctx: Context) -> Workload:
+    return Workload("startup", "start-up: true", cmd="true",
+                    kinds=frozenset({"native", "umvu"}))
+
+
+#: name -> builder, in run order; --only picks by name
+WORKLOADS: dict[str, Callable[[Context], Workload]] = {
+    "find": find_so, "tar": tar_include, "python": python_import,
+    "exec": exec_loop, "statread": stat_read, "gcc": gcc_units,
+    "git": git_status, "startup": startup,
+}

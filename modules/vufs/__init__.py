@@ -1,0 +1,89 @@
+"""vufs: file system patchworking (bind, move, merge, cow, mincow).
+
+`vumount -t vufs [-o MODE,except=/P,nochcopy,ro] SOURCE TARGET` makes TARGET
+show SOURCE (bind), SOURCE laid over TARGET read-only (merge), or TARGET with
+its changes kept in SOURCE (cow, mincow). Every answer is a redirect to a
+real file, so programs get real descriptors and read and write natively.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+
+from umvu.module import Module, PathService
+
+from .layers import Layers
+from .options import OptionError, parse
+
+log = logging.getLogger("umvu")
+
+
+class Vufs(Module):
+    name = "vufs"
+    description = "vu filesystem patchworking"
+    families = ("path", "fdmeta", "fdattr")
+    syscalls = ("getdents64", "getdents", "lseek")
+
+    def mount(self, source, target, fstype, flags, options, caller):
+        try:
+            opts = parse(options, flags)
+        except OptionError as exc:
+            log.error("%s", exc.message)
+            raise
+        source = self.view.resolve(caller, source)
+        service = VufsService(self, source, target, fstype, flags, options, opts)
+        return service
+
+    def umount(self, service, flags):
+        service.hidden = None
+
+
+class VufsService(PathService):
+    def __init__(self, module, source, target, fstype, flags, options, opts):
+        super().__init__(module, source, target, fstype, flags, options)
+        self.opts = opts
+        self.layers = None          # needs self.lower, set when mounted
+
+    def attach(self) -> None:
+        """Called once the view has given the service its lower view."""
+        try:
+            self.lower.lstat(self.source)
+        except OSError as exc:
+            raise OSError(exc.errno, f"vufs: {self.source}: {exc.strerror}")
+        if self.opts.mode in ("merge", "cow", "mincow"):
+            try:
+                self.lower.lstat(self.target)
+            except OSError as exc:
+                raise OSError(exc.errno, f"vufs: {self.target}: {exc.strerror}")
+        self.layers = Layers(self.lower, self.source, self.target, self.opts)
+
+    def confirm(self, path: str) -> bool:
+        rel = path[len(self.target):] if self.target != "/" else path
+        for skip in self.opts.excepts:
+            if rel == skip or rel.startswith(skip.rstrip("/") + "/"):
+                return False
+        return True
+
+    def rel(self, path: str) -> str:
+        return "" if path == self.target else (
+            path if self.target == "/" else path[len(self.target):])
+
+    def lstat(self, path):
+        return self.layers.lstat(self.rel(path))
+
+    def readlink(self, path):
+        return self.layers.readlink(self.rel(path))
+
+    def path_call(self, call):
+        rel = self.rel(call.path)
+        rel2 = self.rel(call.path2) if call.path2 is not None else None
+        if self.opts.ro and call.op != "stat" and not (
+                call.op == "open" and call.flags & 3 == 0 and
+                not call.flags & (0o100 | 0o1000)):
+            return -errno.EROFS
+        try:
+            return self.layers.call(call, rel, rel2)
+        except OSError as exc:
+            return -(exc.errno or errno.EIO)

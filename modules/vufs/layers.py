@@ -1,0 +1,402 @@
+"""The two layers of a vufs mount and what each mode does with a call.
+
+`top` is SOURCE (where changes go in cow/mincow, the read-only layer in
+merge, everything in bind); `bottom` is what TARGET showed before the mount.
+Paths here are `rel`: '' for the mount point, else '/a/b'. Host work goes
+through `lower`, the view as it was before this mount.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+
+from .store import Store
+
+O_ACCMODE, O_CREAT, O_EXCL, O_TRUNC = 3, 0o100, 0o200, 0o1000
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
+STAT_CALLS = {"stat", "lstat", "newfstatat", "statx"}
+DT = {stat.S_IFREG: 8, stat.S_IFDIR: 4, stat.S_IFLNK: 10, stat.S_IFCHR: 2,
+      stat.S_IFBLK: 6, stat.S_IFIFO: 1, stat.S_IFSOCK: 12}
+
+
+def writes(flags: int) -> bool:
+    return flags & O_ACCMODE != 0 or bool(flags & O_TRUNC)
+
+
+class Layers:
+    def __init__(self, lower, source: str, target: str, opts):
+        self.lower = lower
+        self.source = source.rstrip("/") if source != "/" else ""
+        self.target = target.rstrip("/") if target != "/" else ""
+        self.mode = opts.mode
+        self.opts = opts
+        layered = self.mode in ("merge", "cow", "mincow")
+        self.store = Store(self._host(self.source or "/"),
+                           writable=self.mode in ("cow", "mincow")) if layered else None
+
+    # ---- addressing -------------------------------------------------------
+    def top(self, rel: str) -> str:
+        return (self.source + rel) or "/"
+
+    def bottom(self, rel: str) -> str:
+        return (self.target + rel) or "/"
+
+    def _host(self, path: str, op: str = "stat") -> str:
+        return self.lower.real(path, op)
+
+    def _lstat(self, path: str):
+        try:
+            return os.lstat(self._host(path))
+        except OSError:
+            return None
+
+    def in_top(self, rel: str):
+        return self._lstat(self.top(rel))
+
+    def where(self, rel: str) -> str | None:
+        """Which layer shows rel: 'top', 'bottom' or None (absent/deleted)."""
+        if self.mode in ("bind", "move"):
+            return "top"
+        if self.store.deleted(rel):
+            return None
+        if self.in_top(rel) is not None:
+            return "top"
+        if self._lstat(self.bottom(rel)) is not None:
+            return "bottom"
+        return None
+
+    def path_of(self, rel: str) -> str:
+        return self.bottom(rel) if self.where(rel) == "bottom" else self.top(rel)
+
+    # ---- used by the path walk -------------------------------------------------
+    def lstat(self, rel: str):
+        if self.where(rel) is None:
+            raise FileNotFoundError(errno.ENOENT, "deleted", rel)
+        return self.lower.lstat(self.path_of(rel))
+
+    def readlink(self, rel: str) -> str:
+        if self.where(rel) is None:
+            raise FileNotFoundError(errno.ENOENT, "deleted", rel)
+        return self.lower.readlink(self.path_of(rel))
+
+    # ---- calls -----------------------------------------------------------------
+    def call(self, call, rel: str, rel2: str | None):
+        if self.mode in ("bind", "move"):
+            if rel2 is not None:
+                return call.redirect(self.top(rel), self.top(rel2))
+            return call.redirect(self.top(rel))
+        handler = getattr(self, "op_" + call.op)
+        return handler(call, rel, rel2)
+
+    def _meta(self, call, rel):
+        if call.name in STAT_CALLS and self.store is not None:
+            return self.store.stat_fields(rel)
+        return None
+
+    def op_stat(self, call, rel, rel2):
+        where = self.where(rel)
+        if where is None:
+            return -errno.ENOENT
+        path = self.top(rel) if where == "top" else self.bottom(rel)
+        return call.redirect(path, meta=self._meta(call, rel))
+
+    def op_open(self, call, rel, rel2):
+        flags = call.flags
+        where = self.where(rel)
+        if where is None and self.store.deleted(rel):
+            if not flags & O_CREAT:
+                return -errno.ENOENT
+            return self._create(call, rel)
+        if where is None:
+            if flags & O_CREAT:
+                return self._create(call, rel)
+            return call.redirect(self.bottom(rel))      # the kernel says ENOENT
+        if flags & O_CREAT and flags & O_EXCL:
+            return -errno.EEXIST
+        if writes(flags):
+            return self._modify(call, rel, truncate=0 if flags & O_TRUNC else None)
+        path = self.top(rel) if where == "top" else self.bottom(rel)
+        st = self._stat_follow(path)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            return call.redirect(path, listing=lambda: self.listing(rel))
+        return call.redirect(path)
+
+    def _stat_follow(self, path):
+        try:
+            return os.stat(self._host(path))
+        except OSError:
+            return None
+
+    def op_modify(self, call, rel, rel2):
+        where = self.where(rel)
+        if where is None:
+            return -errno.ENOENT
+        if call.name in ("chown", "lchown", "fchownat"):
+            return self._chown(call, rel, where)
+        if where == "bottom" and self.opts.nochcopy and call.name in (
+                "chmod", "fchmodat", "fchmodat2"):
+            self.store.set_meta(rel, mode=call.mode)
+            return 0
+        return self._modify(call, rel, None)
+
+    def op_create(self, call, rel, rel2):
+        if self.where(rel) is not None:
+            return -errno.EEXIST
+        if self.mode == "merge":
+            if self.store is not None and self.store.deleted(rel):
+                return -errno.EROFS
+            return call.redirect(self.bottom(rel))
+        if self.mode == "mincow" and self._can_write_dir(self.bottom(_dirname(rel))):
+            return call.redirect(self.bottom(rel))
+        if call.name in ("mknod", "mknodat") and (
+                stat.S_ISCHR(call.mode) or stat.S_ISBLK(call.mode)):
+            return self._mknod_device(call, rel)
+        return self._create(call, rel)
+
+    def op_delete(self, call, rel, rel2):
+        where = self.where(rel)
+        if where is None:
+            return -errno.ENOENT
+        is_dir = call.name == "rmdir"
+        st = self.lower.lstat(self.path_of(rel))
+        if is_dir and not stat.S_ISDIR(st.st_mode):
+            return -errno.ENOTDIR
+        if not is_dir and stat.S_ISDIR(st.st_mode):
+            return -errno.EISDIR
+        if is_dir and any(n not in (".", "..") for n, _, _ in self.listing(rel)):
+            return -errno.ENOTEMPTY
+        if self.mode == "merge":
+            if where == "top":
+                return -errno.EROFS
+            return call.redirect(self.bottom(rel))
+        if where == "bottom" and self.mode == "mincow" and \
+                self._can_write_dir(self.bottom(_dirname(rel))):
+            return call.redirect(self.bottom(rel))
+        if where == "top":
+            host = self._host(self.top(rel), "delete")
+            os.rmdir(host) if is_dir else os.unlink(host)
+        self.store.drop_meta(rel)
+        if self._lstat(self.bottom(rel)) is not None:
+            self.store.whiteout(rel)
+        return 0
+
+    def op_rename(self, call, rel, rel2):
+        if self.where(rel) is None:
+            return -errno.ENOENT
+        dest = self.where(rel2)
+        if call.flags & RENAME_EXCHANGE:
+            return -errno.EINVAL
+        if call.flags & RENAME_NOREPLACE and dest is not None:
+            return -errno.EEXIST
+        if self.mode == "merge":
+            if self.where(rel) == "top" or dest == "top":
+                return -errno.EROFS
+            return call.redirect(self.bottom(rel), self.bottom(rel2))
+        src_st = self.lower.lstat(self.path_of(rel))
+        if dest is not None:
+            dst_st = self.lower.lstat(self.path_of(rel2))
+            if stat.S_ISDIR(dst_st.st_mode):
+                if not stat.S_ISDIR(src_st.st_mode):
+                    return -errno.EISDIR
+                if any(n not in (".", "..") for n, _, _ in self.listing(rel2)):
+                    return -errno.ENOTEMPTY
+            elif stat.S_ISDIR(src_st.st_mode):
+                return -errno.ENOTDIR
+        self._copy_up_tree(rel)
+        self._make_parents(rel2)
+        dst_host = self._host(self.top(rel2), "create")
+        self.store.dewhiteout(rel2)
+        os.rename(self._host(self.top(rel), "delete"), dst_host)
+        self.store.rename_meta(rel, rel2)
+        if self._lstat(self.bottom(rel)) is not None:
+            self.store.whiteout(rel)
+        if self._lstat(self.bottom(rel2)) is not None and stat.S_ISDIR(src_st.st_mode):
+            self._hide_bottom_children(rel2)
+        return 0
+
+    def op_link(self, call, rel, rel2):
+        if self.where(rel) is None:
+            return -errno.ENOENT
+        if self.where(rel2) is not None:
+            return -errno.EEXIST
+        if self.mode == "merge":
+            return call.redirect(self.path_of(rel), self.bottom(rel2))
+        if self.where(rel) == "bottom":
+            self._copy_up(rel)
+        self._make_parents(rel2)
+        self.store.dewhiteout(rel2)
+        return call.redirect(self.top(rel), self.top(rel2))
+
+    # ---- listings -----------------------------------------------------------------
+    def listing(self, rel: str) -> list:
+        """Merged entries: top first, then bottom's that top lacks and that
+        were not deleted; '.-' is hidden at the root."""
+        seen, out = set(), []
+        for path, layer in ((self.top(rel), "top"), (self.bottom(rel), "bottom")):
+            if layer == "bottom" and (self.store.deleted(rel) if rel else False):
+                continue
+            try:
+                host = self._host(path, "open")
+                entries = list(os.scandir(host))
+                dot = os.lstat(host).st_ino
+            except OSError:
+                continue
+            for name in (".", ".."):
+                if name not in seen:
+                    seen.add(name)
+                    out.append((name, 4, dot))
+            for entry in entries:
+                name = entry.name
+                if name in seen or (rel == "" and name == ".-" and layer == "top"):
+                    continue
+                if layer == "bottom" and self.store.deleted(f"{rel}/{name}"):
+                    continue
+                seen.add(name)
+                try:
+                    dtype = DT.get(stat.S_IFMT(entry.stat(follow_symlinks=False).st_mode), 0)
+                except OSError:
+                    dtype = 0
+                out.append((name, dtype, entry.inode()))
+        return out
+
+    # ---- copy-up and creation --------------------------------------------------------
+    def _can_write_dir(self, path: str) -> bool:
+        host = self._host(path)
+        return os.path.isdir(host) and os.access(host, os.W_OK | os.X_OK)
+
+    def _create(self, call, rel):
+        self._make_parents(rel)
+        self.store.dewhiteout(rel)
+        if call.name in ("mkdir", "mkdirat") and self._lstat(self.bottom(rel)):
+            # a directory created where a deleted one was starts empty
+            self._hide_bottom_children(rel)
+        return call.redirect(self.top(rel))
+
+    def _hide_bottom_children(self, rel):
+        try:
+            names = os.listdir(self._host(self.bottom(rel)))
+        except OSError:
+            return
+        top = self._host(self.top(rel))
+        for name in names:
+            if not os.path.lexists(os.path.join(top, name)):
+                self.store.whiteout(f"{rel}/{name}")
+
+    def _mknod_device(self, call, rel):
+        self._make_parents(rel)
+        self.store.dewhiteout(rel)
+        host = self._host(self.top(rel), "create")
+        dev = call.dev
+        try:
+            os.mknod(host, call.mode, dev)
+            return 0
+        except PermissionError:
+            pass
+        fd = os.open(host, os.O_CREAT | os.O_EXCL | os.O_WRONLY, call.mode & 0o7777)
+        os.close(fd)
+        self.store.set_meta(rel, type=stat.S_IFMT(call.mode), mode=call.mode & 0o7777,
+                            rdev=dev)
+        return 0
+
+    def _modify(self, call, rel, truncate):
+        where = self.where(rel)
+        if where == "bottom":
+            if self.mode == "merge":
+                return call.redirect(self.bottom(rel))
+            if self.mode == "mincow" and self._writable(rel):
+                return call.redirect(self.bottom(rel))
+            self._copy_up(rel, truncate)
+        elif where == "top" and self.mode == "merge":
+            return -errno.EROFS
+        return call.redirect(self.top(rel), meta=self._meta(call, rel))
+
+    def _writable(self, rel) -> bool:
+        host = self._host(self.bottom(rel))
+        return os.access(host, os.W_OK)
+
+    def _chown(self, call, rel, where):
+        if self.mode == "merge":
+            if where == "top":
+                return -errno.EROFS
+            return call.redirect(self.bottom(rel))
+        uid, gid = call.uid, call.gid
+        if where == "bottom" and not self.opts.nochcopy:
+            self._copy_up(rel)
+            where = "top"
+        meta = {}
+        if uid != 0xffffffff:
+            meta["uid"] = uid
+        if gid != 0xffffffff:
+            meta["gid"] = gid
+        if where == "top":
+            try:
+                os.lchown(self._host(self.top(rel)), meta.get("uid", -1),
+                          meta.get("gid", -1))
+                self.store.drop_meta(rel)
+                return 0
+            except PermissionError:
+                pass
+        self.store.set_meta(rel, **meta)
+        return 0
+
+    def _make_parents(self, rel: str) -> None:
+        """Make the top layer's copies of rel's parent directories."""
+        parts = [p for p in _dirname(rel).split("/") if p]
+        cur = ""
+        for part in parts:
+            cur = f"{cur}/{part}"
+            top = self._host(self.top(cur), "create")
+            if os.path.isdir(top):
+                continue
+            st = self._lstat(self.bottom(cur))
+            mode = (st.st_mode & 0o7777) if st else 0o755
+            os.mkdir(top, mode | 0o700)
+            if st is not None:
+                try:
+                    os.utime(top, ns=(st.st_atime_ns, st.st_mtime_ns))
+                except OSError:
+                    pass
+
+    def _copy_up(self, rel: str, truncate: int | None = None) -> None:
+        self._make_parents(rel)
+        src = self._host(self.bottom(rel))
+        dst = self._host(self.top(rel), "create")
+        st = os.lstat(src)
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(src), dst)
+        elif stat.S_ISDIR(st.st_mode):
+            os.mkdir(dst, (st.st_mode & 0o7777) | 0o700)
+        elif stat.S_ISREG(st.st_mode):
+            tmp = dst + ".vufs-copy"
+            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+                if truncate is None:
+                    shutil.copyfileobj(fin, fout, 1 << 20)
+                elif truncate:
+                    fout.write(fin.read(truncate))
+            shutil.copystat(src, tmp, follow_symlinks=False)
+            os.rename(tmp, dst)
+        else:
+            raise OSError(errno.EOPNOTSUPP, "cannot copy up", rel)
+        if st.st_uid != os.geteuid() or st.st_gid != os.getegid():
+            try:
+                os.lchown(dst, st.st_uid, st.st_gid)
+            except PermissionError:
+                if not self.store.meta(rel):
+                    self.store.set_meta(rel, uid=st.st_uid, gid=st.st_gid)
+
+    def _copy_up_tree(self, rel: str) -> None:
+        """Bring rel, and everything below it, into the top layer."""
+        if self.where(rel) == "bottom":
+            self._copy_up(rel)
+        st = self.in_top(rel)
+        if st is not None and stat.S_ISDIR(st.st_mode):
+            for name, _, _ in self.listing(rel):
+                if name not in (".", ".."):
+                    self._copy_up_tree(f"{rel}/{name}")
+
+
+def _dirname(rel: str) -> str:
+    return rel.rsplit("/", 1)[0]

@@ -1,0 +1,103 @@
+"""Per-process file-system state the view keeps beside the kernel's: the
+virtual cwd and root, and a mirror of the descriptors opened through a
+service. Descriptors the kernel opened on its own are not mirrored: for
+them the kernel's answer is already the view's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+CLONE_FS, CLONE_FILES = 0x200, 0x400
+
+
+@dataclass
+class FsState:
+    """Shared by processes created with CLONE_FS."""
+    cwd: str
+    root: str = "/"
+
+    def copy(self) -> "FsState":
+        return FsState(self.cwd, self.root)
+
+
+@dataclass
+class OpenFile:
+    """An open file description created through a service (shared by dup)."""
+    path: str                   # canonical path in the view
+    service: object             # the service that answered the open
+    flags: int = 0
+    listing: object = None      # callable -> entries, for merged directories
+    entries: list | None = None
+    pos: int = 0
+    private: dict = field(default_factory=dict)
+
+
+class FdTable:
+    """Shared by processes created with CLONE_FILES."""
+
+    def __init__(self, fds: dict | None = None):
+        self.fds: dict[int, tuple[OpenFile, bool]] = fds or {}
+
+    def get(self, fd: int) -> OpenFile | None:
+        entry = self.fds.get(fd)
+        return entry[0] if entry else None
+
+    def add(self, fd: int, open_file: OpenFile, cloexec: bool) -> None:
+        self.fds[fd] = (open_file, cloexec)
+
+    def drop(self, fd: int) -> None:
+        self.fds.pop(fd, None)
+
+    def dup(self, old: int, new: int, cloexec: bool = False) -> None:
+        entry = self.fds.get(old)
+        if entry is None:
+            self.fds.pop(new, None)
+        else:
+            self.fds[new] = (entry[0], cloexec)
+
+    def set_cloexec(self, fd: int, cloexec: bool) -> None:
+        entry = self.fds.get(fd)
+        if entry:
+            self.fds[fd] = (entry[0], cloexec)
+
+    def drop_range(self, first: int, last: int) -> None:
+        for fd in [fd for fd in self.fds if first <= fd <= last]:
+            del self.fds[fd]
+
+    def after_exec(self) -> "FdTable":
+        return FdTable({fd: e for fd, e in self.fds.items() if not e[1]})
+
+    def copy(self) -> "FdTable":
+        return FdTable(dict(self.fds))
+
+    def __iter__(self):
+        return iter(self.fds.items())
+
+
+class ProcFs:
+    """The view's file-system state of one process."""
+
+    __slots__ = ("fs", "files", "exe")
+
+    def __init__(self, fs: FsState, files: FdTable, exe: str | None = None):
+        self.fs = fs
+        self.files = files
+        self.exe = exe
+
+    @classmethod
+    def from_kernel(cls, pid: int) -> "ProcFs":
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            cwd = "/"
+        return cls(FsState(cwd), FdTable())
+
+    def fork(self, flags: int) -> "ProcFs":
+        fs = self.fs if flags & CLONE_FS else self.fs.copy()
+        files = self.files if flags & CLONE_FILES else self.files.copy()
+        return ProcFs(fs, files, self.exe)
+
+    def exec(self) -> "ProcFs":
+        return ProcFs(self.fs, self.files.after_exec(), self.exe)

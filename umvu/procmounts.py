@@ -1,0 +1,51 @@
+"""/proc/mounts and /proc/PID/mountinfo inside a view: the kernel's lines
+followed by the view's own mounts, served from a file the hypervisor writes
+when the file is opened."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+
+from .module import PathService
+
+MOUNTS = re.compile(r"^/proc/(?:\d+/(?:task/\d+/)?)?(mounts|mountinfo)$")
+MS_RDONLY = 1
+
+
+class ProcMounts(PathService):
+    def __init__(self, view):
+        super().__init__(None, "proc", "/proc", "proc", 0, "")
+        self.view = view
+
+    def confirm(self, path: str) -> bool:
+        return MOUNTS.match(path) is not None and any(
+            s.module is not None for s in self.view.services)
+
+    def lstat(self, path):
+        return os.lstat(path)
+
+    def readlink(self, path):
+        return os.readlink(path)
+
+    def path_call(self, call):
+        if call.op not in ("stat", "open"):
+            return -errno.EACCES
+        kind = MOUNTS.match(call.path).group(1)
+        with open(call.path) as real:
+            text = real.read()
+        extra = [s for s in self.view.services if s.module is not None]
+        for n, s in enumerate(extra):
+            opts = ("ro" if s.flags & MS_RDONLY else "rw") + \
+                (f",{s.options}" if s.options else "")
+            if kind == "mounts":
+                text += f"{s.source or 'none'} {s.target} {s.fstype} {opts} 0 0\n"
+            else:
+                text += (f"{100000 + n} 1 0:0 / {s.target} {opts} - "
+                         f"{s.fstype} {s.source or 'none'} {opts}\n")
+        out = os.path.join(self.view.tmpdir, f"{kind}.{call.pid}")
+        with open(out + ".new", "w") as f:
+            f.write(text)
+        os.replace(out + ".new", out)
+        return call.redirect(out)

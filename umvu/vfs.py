@@ -1,0 +1,538 @@
+"""The virtual file system layer: path and descriptor syscalls while a
+file-system service is mounted.
+
+Each path call is resolved through the view (umvu.pathwalk). If no service
+owns the result, the kernel runs the call (with the path rewritten when the
+view, not the kernel, shaped the resolution). If a service owns it, the
+service answers or redirects the call to a path of the older view, which is
+resolved again until a host path is reached; the call is then rewritten to
+that host path, so the tracee gets real descriptors and all later I/O on
+them is native.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+import struct
+
+from . import syscall_table
+from .fsstate import OpenFile, ProcFs
+from .lowerview import LowerView
+from .module import PathCall, Redirect
+from .pathwalk import MAGIC, Walker
+
+log = logging.getLogger("umvu")
+
+AT_FDCWD = -100
+AT_SYMLINK_NOFOLLOW = 0x100
+AT_EMPTY_PATH = 0x1000
+O_ACCMODE, O_CREAT, O_EXCL, O_TRUNC = 3, 0o100, 0o200, 0o1000
+O_NOFOLLOW, O_CLOEXEC, O_DIRECTORY = 0o400000, 0o2000000, 0o200000
+F_DUPFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 2, 1030
+CLOSE_RANGE_UNSHARE, CLOSE_RANGE_CLOEXEC = 2, 4
+RESOLVE_NO_XDEV, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS = 1, 2, 4
+RESOLVE_BENEATH, RESOLVE_IN_ROOT = 8, 0x10
+KEY = "_vfs"
+
+#: op classes of single-path calls (see module.PathCall)
+OPS = {
+    "stat": "stat", "lstat": "stat", "newfstatat": "stat", "statx": "stat",
+    "access": "stat", "faccessat": "stat", "faccessat2": "stat",
+    "readlink": "stat", "readlinkat": "stat", "getxattr": "stat",
+    "lgetxattr": "stat", "listxattr": "stat", "llistxattr": "stat",
+    "getxattrat": "stat", "listxattrat": "stat", "statfs": "stat",
+    "chdir": "stat", "execve": "stat", "execveat": "stat",
+    "inotify_add_watch": "stat", "fanotify_mark": "stat",
+    "name_to_handle_at": "stat", "file_getattr": "stat",
+    "open": "open", "openat": "open", "creat": "open", "openat2": "open",
+    "chmod": "modify", "fchmodat": "modify", "fchmodat2": "modify",
+    "chown": "modify", "lchown": "modify", "fchownat": "modify",
+    "truncate": "modify", "utime": "modify", "utimes": "modify",
+    "futimesat": "modify", "utimensat": "modify", "setxattr": "modify",
+    "lsetxattr": "modify", "removexattr": "modify", "lremovexattr": "modify",
+    "setxattrat": "modify", "removexattrat": "modify", "file_setattr": "modify",
+    "mkdir": "create", "mkdirat": "create", "mknod": "create",
+    "mknodat": "create", "symlink": "create", "symlinkat": "create",
+    "unlink": "delete", "rmdir": "delete", "unlinkat": "delete",
+}
+#: where the arguments services need sit, per syscall
+CALL_ARGS = {
+    "open": {"mode": 2}, "openat": {"mode": 3}, "creat": {"mode": 1},
+    "mkdir": {"mode": 1}, "mkdirat": {"mode": 2},
+    "mknod": {"mode": 1, "dev": 2}, "mknodat": {"mode": 2, "dev": 3},
+    "chmod": {"mode": 1}, "fchmodat": {"mode": 2}, "fchmodat2": {"mode": 2},
+    "chown": {"uid": 1, "gid": 2}, "lchown": {"uid": 1, "gid": 2},
+    "fchownat": {"uid": 2, "gid": 3},
+}
+#: buffer argument and layout of the stat calls whose fields a service may set
+STAT_LAYOUT = {"stat": (1, "stat"), "lstat": (1, "stat"),
+               "newfstatat": (2, "stat"), "statx": (4, "statx")}
+TWO_PATHS = {"rename": "rename", "renameat": "rename", "renameat2": "rename",
+             "link": "link", "linkat": "link"}
+AT_REMOVEDIR = 0x200
+
+
+def _signed32(value: int) -> int:
+    value &= 0xffffffff
+    return value - (1 << 32) if value >> 31 else value
+
+
+class Vfs:
+    def __init__(self, view):
+        self.view = view
+        self.services = view.services
+        self.walker = Walker(self.services, self._magic)
+        self._caller: ProcFs | None = None
+        self.handlers = {}
+        for sc in syscall_table.TABLE:
+            method = getattr(self, "sys_" + sc.name, None)
+            if method is None and (sc.name in OPS or sc.name in TWO_PATHS):
+                method = self.sys_path if sc.name in OPS else self.sys_two_paths
+            if method is not None:
+                self.handlers[sc.nr] = method
+
+    # ---- process state -------------------------------------------------------
+    def state(self, proc) -> ProcFs:
+        st = proc.data.get(KEY)
+        if st is None:
+            st = proc.data[KEY] = ProcFs.from_kernel(proc.pid)
+        return st
+
+    def on_new_process(self, parent, child, flags) -> None:
+        st = parent.data.get(KEY)
+        if st is not None:
+            child.data[KEY] = st.fork(flags)
+
+    def on_exec(self, proc) -> None:
+        st = proc.data.get(KEY)
+        if st is not None:
+            new = proc.data[KEY] = st.exec()
+            new.exe = getattr(proc, "pending_exe", None) or st.exe
+            proc.pending_exe = None
+
+    def _magic(self, pid: int, kind: str) -> str | None:
+        """/proc/PID/{cwd,root,exe,fd/N} as the view sees them, when the
+        view's answer differs from the kernel's; else None."""
+        proc = self.view.tracer.processes.get(pid)
+        st = proc.data.get(KEY) if proc else None
+        if st is None:
+            return None
+        if kind == "cwd":
+            return st.fs.cwd if self._is_virtual_dir(st.fs.cwd) else None
+        if kind == "root":
+            return st.fs.root if st.fs.root != "/" else None
+        if kind == "exe":
+            return st.exe
+        entry = st.files.get(int(kind[3:]))
+        return entry.path if entry else None
+
+    def _is_virtual_dir(self, path: str) -> bool:
+        return self.services.for_path(path) is not None
+
+    # ---- dispatch ---------------------------------------------------------------
+    def on_syscall(self, stop):
+        handler = self.handlers.get(stop.nr)
+        if handler is None:
+            return None
+        st = self.state(stop.process)
+        return handler(stop, st, syscall_table.BY_NR[stop.nr])
+
+    def _start(self, stop, st: ProcFs, dirfd: int) -> tuple[str, bool] | None:
+        """Directory a relative path starts from, and whether it is virtual."""
+        if _signed32(dirfd) == AT_FDCWD:
+            return st.fs.cwd, self._is_virtual_dir(st.fs.cwd)
+        entry = st.files.get(_signed32(dirfd))
+        if entry is not None:
+            return entry.path, True
+        try:
+            path = os.readlink(f"/proc/{stop.process.pid}/fd/{_signed32(dirfd)}")
+        except OSError:
+            return None
+        return (path, False) if path.startswith("/") else None
+
+    def _resolve(self, stop, st, path: str, dirfd: int | None, follow: bool, **kw):
+        if dirfd is None or path.startswith("/"):
+            start, virtual = st.fs.cwd, False
+            if not path.startswith("/"):
+                virtual = self._is_virtual_dir(st.fs.cwd)
+        else:
+            found = self._start(stop, st, dirfd)
+            if found is None:
+                return None             # bad dirfd: the kernel says why
+            start, virtual = found
+        res = self.walker.resolve(path, start, st.fs.root, follow,
+                                  stop.process.pid, **kw)
+        res.touched = res.touched or virtual
+        return res
+
+    def _read_path(self, stop, addr: int) -> str:
+        return os.fsdecode(stop.read_str(addr, 4097))
+
+    @staticmethod
+    def _follow(sc, args) -> bool:
+        rule = sc.nofollow
+        if rule is None:
+            return True
+        if rule == "always":
+            return False
+        kind, _, index = rule.partition(":")
+        flags = args[int(index)]
+        if kind == "o":
+            return not (flags & O_NOFOLLOW) and not (
+                flags & O_CREAT and flags & O_EXCL)
+        return not flags & AT_SYMLINK_NOFOLLOW
+
+    def _final(self, res, call: PathCall):
+        """Walk the redirect chain: a Redirect to a host path, or an int."""
+        path, service = res.path, res.service
+        final = Redirect(path)
+        while service is not None:
+            call.path = path
+            answer = service.path_call(call)
+            if not isinstance(answer, Redirect):
+                return answer
+            final.listing = final.listing or answer.listing
+            final.meta = final.meta or answer.meta
+            path = final.path = answer.path
+            service = self.services.for_path(path, service.epoch)
+        return final
+
+    def _rewrite(self, stop, index: int, path: str, at_index: int | None) -> None:
+        stop.set_arg(index, stop.scratch(os.fsencode(path) + b"\0"))
+        if at_index is not None:
+            stop.set_arg(at_index, AT_FDCWD)
+
+    # ---- generic path calls ------------------------------------------------------
+    def sys_path(self, stop, st, sc):
+        args = stop.args
+        name = sc.name
+        # symlink(target, linkpath): the name created is the second path
+        pidx, atidx = (sc.path, sc.at) if sc.path is not None else (sc.path2, sc.at2)
+        if pidx is None or args[pidx] == 0:
+            return None                 # e.g. utimensat(fd, NULL): an fd call
+        path = self._read_path(stop, args[pidx])
+        dirfd = args[atidx] if atidx is not None else None
+        if path == "" and sc.empty is not None and args[sc.empty] & AT_EMPTY_PATH:
+            return None                 # the fd itself: a real descriptor
+        op = OPS[name]
+        flags = self._open_flags(name, args) if op == "open" else 0
+        if name == "unlinkat" and args[2] & AT_REMOVEDIR:
+            name = "rmdir"
+        res = self._resolve(stop, st, path, dirfd, self._follow(sc, args))
+        if res is not None and name == "chdir":
+            stop.on_exit(lambda r, p=res.path: self._set_cwd(st, p, r))
+        if res is not None and name in ("readlink", "readlinkat"):
+            magic = MAGIC.match(res.path)
+            target = magic and self._magic(int(magic.group(1)), magic.group(3))
+            if target:
+                return self._answer_readlink(stop, args[pidx + 1],
+                                             args[pidx + 2], target)
+        if res is None or not res.touched:
+            return None
+        if res.error:
+            return -res.error
+        final = self._final(res, self._path_call(name, op, res.path, flags,
+                                                 args, stop.process.pid))
+        if isinstance(final, int):
+            return final
+        host = final.path
+        if res.trailing_slash and not host.endswith("/"):
+            host += "/"
+        self._rewrite(stop, pidx, host, atidx)
+        if op == "open":
+            self._track_open(stop, st, res, flags, final.listing)
+        elif final.meta and name in STAT_LAYOUT:
+            buf = args[STAT_LAYOUT[name][0]]
+            stop.on_exit(lambda r: _patch_stat(stop, r, name, buf, final.meta))
+        elif name in ("execve", "execveat"):
+            stop.process.pending_exe = res.path
+        return None
+
+    @staticmethod
+    def _open_flags(name: str, args) -> int:
+        if name == "open":
+            return args[1]
+        if name == "creat":
+            return O_CREAT | O_TRUNC | 1
+        return args[2] & 0xffffffff if name == "openat" else 0
+
+    @staticmethod
+    def _path_call(name: str, op: str, path: str, flags: int, args, pid: int):
+        """The PathCall for a syscall, with the arguments services need."""
+        call = PathCall(name, op, path, flags=flags, pid=pid)
+        where = CALL_ARGS.get(name)
+        if where:
+            for field, index in where.items():
+                value = args[index]
+                setattr(call, field, value & 0o177777 if field == "mode"
+                        else value & 0xffffffff if field in ("uid", "gid") else value)
+        if name in ("renameat2", "linkat", "unlinkat", "fchownat"):
+            call.flags = args[{"renameat2": 4, "linkat": 4, "unlinkat": 2,
+                               "fchownat": 4}[name]] & 0xffffffff
+        return call
+
+    def _track_open(self, stop, st, res, flags, listing) -> None:
+        if res.service is None:
+            return
+        def opened(fd, path=res.path, service=res.service):
+            if fd >= 0:
+                st.files.add(fd, OpenFile(path, service, flags, listing),
+                             bool(flags & O_CLOEXEC))
+            return None
+        stop.on_exit(opened)
+
+    def _set_cwd(self, st, path: str, result: int):
+        if result == 0:
+            st.fs.cwd = path
+        return None
+
+    def _answer_readlink(self, stop, buf: int, size: int, target: str) -> int:
+        data = os.fsencode(target)[: size & 0xffffffff]
+        stop.write(buf, data)
+        return len(data)
+
+    # ---- openat2: RESOLVE_* flags are applied by the walk ---------------------
+    def sys_openat2(self, stop, st, sc):
+        args = stop.args
+        how = stop.read(args[2], 24)
+        flags, mode, resolve = struct.unpack("QQQ", how)
+        path = self._read_path(stop, args[1])
+        start = self._start(stop, st, args[0]) if not path.startswith("/") or \
+            resolve & RESOLVE_IN_ROOT else (st.fs.cwd, False)
+        if start is None:
+            return None
+        base = start[0]
+        res = self.walker.resolve(
+            path, base, base if resolve & RESOLVE_IN_ROOT else st.fs.root,
+            not flags & O_NOFOLLOW, stop.process.pid,
+            no_symlinks=bool(resolve & RESOLVE_NO_SYMLINKS),
+            beneath=base if resolve & RESOLVE_BENEATH else None)
+        res.touched = res.touched or start[1]
+        if not res.touched:
+            return None
+        if res.error:
+            return -res.error
+        if resolve & RESOLVE_NO_XDEV and res.service is not None and \
+                self.services.for_path(base) is not res.service:
+            return -errno.EXDEV
+        final = self._final(res, PathCall("openat2", "open", res.path, flags=flags,
+                                          mode=mode, pid=stop.process.pid))
+        if isinstance(final, int):
+            return final
+        self._rewrite(stop, 1, final.path, 0)
+        stop.set_arg(2, stop.scratch(struct.pack("QQQ", flags, mode, 0)))
+        self._track_open(stop, st, res, flags, final.listing)
+        return None
+
+    # ---- two-path calls ------------------------------------------------------------
+    def sys_two_paths(self, stop, st, sc):
+        args = stop.args
+        op = TWO_PATHS[sc.name]
+        path1 = self._read_path(stop, args[sc.path])
+        path2 = self._read_path(stop, args[sc.path2])
+        follow1 = sc.name == "linkat" and bool(args[4] & 0x400)   # AT_SYMLINK_FOLLOW
+        at1 = args[sc.at] if sc.at is not None else None
+        at2 = args[sc.at2] if sc.at2 is not None else None
+        res1 = self._resolve(stop, st, path1, at1, follow1)
+        res2 = self._resolve(stop, st, path2, at2, False)
+        if res1 is None or res2 is None or not (res1.touched or res2.touched):
+            return None
+        for res in (res1, res2):
+            if res.error:
+                return -res.error
+        service = res1.service
+        if service is not res2.service:
+            return -errno.EXDEV         # as the kernel across mount points
+        if service is None:
+            self._rewrite(stop, sc.path, res1.path, sc.at)
+            self._rewrite(stop, sc.path2, res2.path, sc.at2)
+            return None
+        call = self._path_call(sc.name, op, res1.path, 0, args, stop.process.pid)
+        call.path2 = res2.path
+        answer = service.path_call(call)
+        if not isinstance(answer, Redirect):
+            return answer
+        lower = LowerView(self.services, service.epoch)
+        host1 = lower.real(answer.path, op, name=sc.name)
+        host2 = lower.real(answer.path2, "create", name=sc.name)
+        self._rewrite(stop, sc.path, host1, sc.at)
+        self._rewrite(stop, sc.path2, host2, sc.at2)
+        return None
+
+    # ---- calls on the process's own state -------------------------------------------
+    def sys_getcwd(self, stop, st, sc):
+        data = os.fsencode(st.fs.cwd) + b"\0"
+        if len(data) > stop.args[1]:
+            return -errno.ERANGE
+        stop.write(stop.args[0], data)
+        return len(data)
+
+    def sys_fchdir(self, stop, st, sc):
+        fd = _signed32(stop.args[0])
+        entry = st.files.get(fd)
+        if entry is not None:
+            stop.on_exit(lambda r, p=entry.path: self._set_cwd(st, p, r))
+            return None
+        def kernel_cwd(result, pid=stop.process.pid):
+            if result == 0:
+                st.fs.cwd = os.readlink(f"/proc/{pid}/cwd")
+        stop.on_exit(kernel_cwd)
+        return None
+
+    def sys_chroot(self, stop, st, sc):
+        res = self._resolve(stop, st, self._read_path(stop, stop.args[0]),
+                            None, True)
+        if res is None:
+            return None
+        if res.error:
+            return -res.error
+        try:
+            mode = self.walker.lstat(res.path, float("inf")).st_mode
+        except OSError as exc:
+            return -exc.errno
+        if not stat.S_ISDIR(mode):
+            return -errno.ENOTDIR
+        st.fs.root = res.path
+        return 0
+
+    def sys_io_uring_setup(self, stop, st, sc):
+        return -errno.ENOSYS if len(self.services) else None
+
+    # ---- descriptor table ------------------------------------------------------------
+    def sys_close(self, stop, st, sc):
+        st.files.drop(_signed32(stop.args[0]))
+        return None
+
+    def _dup_hook(self, stop, st, old: int, new: int | None, cloexec: bool):
+        if st.files.get(old) is None and (new is None or st.files.get(new) is None):
+            return None
+        def done(result):
+            if result >= 0:
+                st.files.dup(old, result if new is None else new, cloexec)
+            return None
+        stop.on_exit(done)
+        return None
+
+    def sys_dup(self, stop, st, sc):
+        return self._dup_hook(stop, st, _signed32(stop.args[0]), None, False)
+
+    def sys_dup2(self, stop, st, sc):
+        return self._dup_hook(stop, st, _signed32(stop.args[0]),
+                              _signed32(stop.args[1]), False)
+
+    def sys_dup3(self, stop, st, sc):
+        return self._dup_hook(stop, st, _signed32(stop.args[0]),
+                              _signed32(stop.args[1]),
+                              bool(stop.args[2] & O_CLOEXEC))
+
+    def sys_fcntl(self, stop, st, sc):
+        fd, cmd = _signed32(stop.args[0]), _signed32(stop.args[1])
+        if st.files.get(fd) is None:
+            return None
+        if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
+            return self._dup_hook(stop, st, fd, None, cmd == F_DUPFD_CLOEXEC)
+        if cmd == F_SETFD:
+            st.files.set_cloexec(fd, bool(stop.args[2] & 1))
+        return None
+
+    def sys_close_range(self, stop, st, sc):
+        first, last, flags = stop.args[0] & 0xffffffff, stop.args[1] & 0xffffffff, stop.args[2]
+        if flags & CLOSE_RANGE_UNSHARE:
+            st.files = st.files.copy()
+        if flags & CLOSE_RANGE_CLOEXEC:
+            for fd, _ in list(st.files):
+                if first <= fd <= last:
+                    st.files.set_cloexec(fd, True)
+        else:
+            st.files.drop_range(first, last)
+        return None
+
+    # ---- merged directories -------------------------------------------------------------
+    def sys_getdents64(self, stop, st, sc):
+        entry = st.files.get(_signed32(stop.args[0]))
+        if entry is None or entry.listing is None:
+            return None
+        if entry.entries is None:
+            entry.entries = list(entry.listing())
+        out = bytearray()
+        size = stop.args[2] & 0xffffffff
+        while entry.pos < len(entry.entries):
+            name, dtype, ino = entry.entries[entry.pos]
+            raw = os.fsencode(name) + b"\0"
+            reclen = (19 + len(raw) + 7) & ~7
+            if len(out) + reclen > size:
+                break
+            rec = struct.pack("QqHB", ino, entry.pos + 1, reclen, dtype) + raw
+            out += rec + b"\0" * (reclen - len(rec))
+            entry.pos += 1
+        if not out and entry.pos < len(entry.entries):
+            return -errno.EINVAL
+        if out:
+            stop.write(stop.args[1], bytes(out))
+        return len(out)
+
+    def sys_getdents(self, stop, st, sc):
+        entry = st.files.get(_signed32(stop.args[0]))
+        return None if entry is None or entry.listing is None else -errno.ENOSYS
+
+    def sys_lseek(self, stop, st, sc):
+        entry = st.files.get(_signed32(stop.args[0]))
+        if entry is None or entry.listing is None:
+            return None
+        offset, whence = stop.args[1], stop.args[2]
+        if whence != 0:
+            return -errno.EINVAL
+        entry.pos = offset
+        return offset
+
+    # ---- metadata changes on descriptors ----------------------------------------------
+    def _fd_modify(self, stop, st, sc):
+        entry = st.files.get(_signed32(stop.args[0]))
+        if entry is None:
+            return None
+        hook = getattr(entry.service, "fd_modify", None)
+        return hook(entry, sc.name, stop.args) if hook else None
+
+    sys_fchmod = sys_fchown = sys_fsetxattr = sys_fremovexattr = _fd_modify
+
+    # ---- busy mounts -----------------------------------------------------------------------
+    def in_use(self, service) -> bool:
+        for proc in self.view.tracer.processes.values():
+            st = proc.data.get(KEY)
+            if st is None:
+                continue
+            if self.services.for_path(st.fs.cwd) is service:
+                return True
+            if any(entry.service is service for _, (entry, _) in st.files):
+                return True
+        return False
+
+
+def _patch_stat(stop, result: int, name: str, buf: int, meta: dict):
+    """Show a service's metadata (owner, mode, device) in a stat buffer the
+    kernel has just filled."""
+    if result != 0 or not buf:
+        return None
+    layout = STAT_LAYOUT[name][1]
+    if layout == "stat":
+        mode_at, uid_at, gid_at, fmt = 24, 28, 32, "I"
+    else:
+        mode_at, uid_at, gid_at, fmt = 28, 20, 24, "H"
+    if "mode" in meta:
+        kind, perm = meta["mode"]
+        old = struct.unpack(fmt, stop.read(buf + mode_at, struct.calcsize(fmt)))[0]
+        new = (kind or stat.S_IFMT(old)) | (old & 0o7777 if perm is None else perm)
+        stop.write(buf + mode_at, struct.pack(fmt, new))
+    for key, at in (("uid", uid_at), ("gid", gid_at)):
+        if key in meta:
+            stop.write(buf + at, struct.pack("I", meta[key]))
+    if "rdev" in meta:
+        if layout == "stat":
+            stop.write(buf + 40, struct.pack("Q", meta["rdev"]))
+        else:
+            stop.write(buf + 128, struct.pack("II", os.major(meta["rdev"]),
+                                              os.minor(meta["rdev"])))
+    return None
