@@ -230,6 +230,9 @@ class Vfs:
             if target:
                 return self._answer_readlink(stop, args[pidx + 1],
                                              args[pidx + 2], target)
+        if res is not None and not res.touched and not res.error and \
+                name in ("execve", "execveat"):
+            return self._shebang(stop, st, sc, res.path, res.path)
         if res is None or not res.touched:
             return None
         if res.error:
@@ -249,6 +252,48 @@ class Vfs:
             stop.on_exit(lambda r: _patch_stat(stop, r, name, buf, final.meta))
         elif name in ("execve", "execveat"):
             stop.process.pending_exe = res.path
+            return self._shebang(stop, st, sc, host, res.path)
+        return None
+
+    def _shebang(self, stop, st, sc, host: str, vpath: str):
+        """The kernel looks a script's interpreter up on the host; when the
+        view has it elsewhere, exec the interpreter ourselves, as the kernel
+        would: argv = [interp, optional arg, script path, argv[1:]...]."""
+        try:
+            with open(host, "rb") as f:
+                head = f.read(256)
+        except OSError:
+            return None
+        if not head.startswith(b"#!"):
+            return None
+        line = head[2:].split(b"\n", 1)[0].strip()
+        if not line:
+            return None
+        interp, _, optarg = line.partition(b" ")
+        interp = os.fsdecode(interp)
+        res = self.walker.resolve(interp, st.fs.cwd, st.fs.root, True,
+                                  stop.process.pid)
+        if not res.touched or res.error:
+            return -res.error if res.error else None
+        final = self._final(res, PathCall("execve", "stat", res.path,
+                                          pid=stop.process.pid))
+        if isinstance(final, int):
+            return final
+        argv_at = 1 if sc.name == "execve" else 2
+        old_argv = []
+        addr = stop.args[argv_at]
+        while addr:
+            ptr = struct.unpack("Q", stop.read(addr, 8))[0]
+            if not ptr:
+                break
+            old_argv.append(ptr)
+            addr += 8
+        strings = [interp.encode()] + ([optarg.strip()] if optarg.strip() else []) \
+            + [os.fsencode(vpath)]
+        pointers = [stop.scratch(x + b"\0") for x in strings] + old_argv[1:] + [0]
+        stop.set_arg(argv_at, stop.scratch(struct.pack(f"{len(pointers)}Q", *pointers)))
+        self._rewrite(stop, sc.path, final.path, sc.at)
+        stop.process.pending_exe = res.path
         return None
 
     @staticmethod
