@@ -38,7 +38,7 @@ deps:
 
 venv: deps $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py csrc/core.c csrc/core.h csrc/build_core.py
+$(VENV)/.installed: pyproject.toml setup.py csrc/*.c csrc/*.h csrc/build_core.py
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip setuptools wheel
 	$(VENV)/bin/pip install -q -e '.[test,bench]'

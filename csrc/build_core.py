@@ -8,12 +8,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ffibuilder = FFI()
 with open(os.path.join(HERE, "core.h")) as header:
     # cdef cannot take the #define expressions; keep only what cffi parses
-    ffibuilder.cdef(header.read().replace("extern unsigned char umvu_fast[UMVU_NR_MAX];",
-                                          "extern unsigned char umvu_fast[512];"))
+    ffibuilder.cdef(header.read())
 ffibuilder.set_source(
     "umvu._core",
     '#include "core.h"',
-    sources=[os.path.join("csrc", "core.c")],
+    sources=[os.path.join("csrc", "core.c"), os.path.join("csrc", "fastpath.c")],
     include_dirs=[HERE],
     extra_compile_args=["-O2", "-Wall"],
 )

@@ -42,7 +42,6 @@ struct syscall_info {           /* struct ptrace_syscall_info, linux/ptrace.h */
     };
 };
 
-unsigned char umvu_fast[UMVU_NR_MAX];
 unsigned long umvu_fast_resumed;
 
 long umvu_ptrace(int req, int tid, unsigned long addr, unsigned long data)
@@ -145,6 +144,7 @@ static int fast_event(struct umvu_event *ev)
         ptrace(PTRACE_CONT, tid, 0, 0);
         return 1;
     case UMVU_EV_EXITED:
+        umvu_forget_thread(tid);
         journal(ev->kind, ev, 0);
         return tid != umvu_watch_pid;
     }
@@ -174,8 +174,7 @@ static int decode(int tid, int status, struct umvu_event *ev, int fast)
         case PTRACE_EVENT_SECCOMP:
             ev->kind = UMVU_EV_SECCOMP;
             get_info(tid, ev);
-            if (fast && ev->nr >= 0 && ev->nr < UMVU_NR_MAX &&
-                umvu_fast[ev->nr] == UMVU_FAST_RESUME) {
+            if (fast && umvu_fast_decide(tid, ev->nr, ev->args)) {
                 umvu_fast_resumed++;
                 ptrace(PTRACE_CONT, tid, 0, 0);
                 return 1;

@@ -42,14 +42,37 @@ struct umvu_event {
     long rval;                  /* syscall-exit-stop                         */
 };
 
-/* Fast-path table, indexed by syscall number (0..UMVU_NR_MAX-1): what to do
- * at a seccomp stop when Python need not see the call. Numbers outside the
- * table (including the negative control calls) always go to Python. */
+/* Fast-path table, indexed by syscall number (0..UMVU_NR_MAX-1), filled by
+ * Python from the syscall table: what to do at a seccomp stop when Python
+ * need not see the call. Numbers outside the table (including the negative
+ * control calls) always go to Python. */
 #define UMVU_NR_MAX 512
-#define UMVU_FAST_PYTHON 0      /* hand the stop to Python                   */
+#define UMVU_PATH_MAX 4096
+#define UMVU_AT_FDCWD -100
+#define UMVU_FAST_PYTHON 0      /* hand the stop to Python                    */
 #define UMVU_FAST_RESUME 1      /* nobody owns it any more: let kernel run it */
-extern unsigned char umvu_fast[UMVU_NR_MAX];
-extern unsigned long umvu_fast_resumed;   /* statistics */
+#define UMVU_FAST_PATH 2        /* resume unless a path could be virtual      */
+#define UMVU_FAST_FD 3          /* resume unless the thread has virtual fds   */
+#define UMVU_FOLLOW_ALWAYS 0
+#define UMVU_FOLLOW_NEVER 1
+#define UMVU_FOLLOW_AT 2        /* unless AT_SYMLINK_NOFOLLOW in follow_arg   */
+#define UMVU_FOLLOW_O 3         /* unless O_NOFOLLOW in follow_arg            */
+struct umvu_nrinfo {
+    signed char kind, path, at, path2, at2, follow, follow_arg, empty;
+};
+extern struct umvu_nrinfo umvu_nrinfo[512];
+
+/* per-thread flags (umvu_set_thread) */
+#define UMVU_TF_CWD 1           /* cwd is virtual                              */
+#define UMVU_TF_VFDS 2          /* the fd table holds virtual descriptors      */
+#define UMVU_TF_PYTHON 4        /* always ask Python (chroot...)               */
+extern int umvu_proc_virtual;
+extern unsigned long umvu_fast_resumed, umvu_fast_paths, umvu_fast_fds;
+
+int umvu_set_thread(int tid, int tgid, int flags, const char *cwd);
+void umvu_forget_thread(int tid);
+int umvu_set_mounts(char **paths, int n);
+int umvu_fast_decide(int tid, long nr, const unsigned long *args);
 extern unsigned long umvu_spin_ns;        /* poll this long before sleeping */
 
 /* Process events handled in C while umvu_fast_events is set (no filter

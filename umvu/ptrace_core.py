@@ -41,6 +41,15 @@ EV_JOURNAL_FULL = lib.UMVU_EV_JOURNAL_FULL
 
 FAST_PYTHON = lib.UMVU_FAST_PYTHON
 FAST_RESUME = lib.UMVU_FAST_RESUME
+FAST_PATH = lib.UMVU_FAST_PATH
+FAST_FD = lib.UMVU_FAST_FD
+FOLLOW_ALWAYS = lib.UMVU_FOLLOW_ALWAYS
+FOLLOW_NEVER = lib.UMVU_FOLLOW_NEVER
+FOLLOW_AT = lib.UMVU_FOLLOW_AT
+FOLLOW_O = lib.UMVU_FOLLOW_O
+TF_CWD = lib.UMVU_TF_CWD
+TF_VFDS = lib.UMVU_TF_VFDS
+TF_PYTHON = lib.UMVU_TF_PYTHON
 NR_MAX = lib.UMVU_NR_MAX
 
 
@@ -102,9 +111,25 @@ def read_str(tid: int, addr: int, limit: int = 4096) -> bytes:
     return ffi.buffer(buf, n)[:]
 
 
-def set_fast(table: bytes) -> None:
-    """Install the per-syscall fast-path actions (length NR_MAX)."""
-    ffi.memmove(lib.umvu_fast, table, NR_MAX)
+def set_fast_info(info: dict[int, tuple]) -> None:
+    """Per-syscall fast-path entries: nr -> (kind, path, at, path2, at2,
+    follow, follow_arg, empty); numbers not given go to Python."""
+    table = lib.umvu_nrinfo
+    for nr in range(NR_MAX):
+        entry = info.get(nr, (FAST_PYTHON, -1, -1, -1, -1, 0, -1, -1))
+        (table[nr].kind, table[nr].path, table[nr].at, table[nr].path2,
+         table[nr].at2, table[nr].follow, table[nr].follow_arg,
+         table[nr].empty) = entry
+
+
+def set_mounts(paths: list[str]) -> None:
+    keep = [ffi.new("char[]", os.fsencode(p)) for p in paths]
+    arr = ffi.new("char *[]", keep + [ffi.NULL])
+    check(lib.umvu_set_mounts(arr, len(paths)))
+
+
+def set_thread(tid: int, tgid: int, flags: int, cwd: str) -> None:
+    check(lib.umvu_set_thread(tid, tgid, flags, os.fsencode(cwd)))
 
 
 def spawn(path: str, argv: list[str], env: dict[str, str], bpf: bytes,

@@ -64,7 +64,7 @@ _TABLE = """
 30  shmat           never
 31  shmctl          never
 32  dup             fdmeta
-33  dup2            fdmeta
+33  dup2            fdmeta fd2=1
 34  pause           never
 35  nanosleep       time
 36  getitimer       never
@@ -323,7 +323,7 @@ _TABLE = """
 289 signalfd4       fdnew
 290 eventfd2        fdnew
 291 epoll_create1   fdnew
-292 dup3            fdmeta
+292 dup3            fdmeta fd2=1
 293 pipe2           fdnew
 294 inotify_init1   fdnew
 295 preadv          fd
@@ -470,6 +470,21 @@ def numbers(families=(), names=()) -> set[int]:
     if unknown:
         raise KeyError(f"unknown syscalls: {', '.join(sorted(unknown))}")
     return {s.nr for s in TABLE if s.family in families} | {NR[n] for n in names}
+
+
+#: families whose calls can be trapped only for descriptors in the view's
+#: high band (see umvu.seccomp_filter), except those listed
+BANDED_FAMILIES = frozenset({"fd", "fdmeta", "fdattr"})
+NEVER_BANDED = frozenset({"fchdir", "close_range"})
+
+
+def band_args(call: Syscall) -> tuple[int, ...]:
+    """Descriptor arguments a filter may test against the band; () when the
+    call must always be trapped."""
+    if (call.family not in BANDED_FAMILIES or call.name in NEVER_BANDED
+            or call.fd is None or call.fd < 0):
+        return ()
+    return (call.fd,) + ((call.fd2,) if call.fd2 is not None else ())
 
 
 def name_of(nr: int) -> str:

@@ -5,6 +5,7 @@ It knows nothing of modules. It reports to a *handler* object:
 
   handler.on_syscall(stop) -> int | None   result to answer, None: kernel runs it
   handler.on_new_process(parent, child, flags)
+  handler.on_new_thread(process, tid)
   handler.on_exec(process)
   handler.on_exit(process)
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import logging
+import resource
 import signal
 import struct
 
@@ -31,6 +33,8 @@ SECCOMP_FILTER_FLAG_TSYNC = 1
 CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_THREAD = 0x100, 0x200, 0x400, 0x10000
 CLONE_VFORK = 0x4000
 U64 = (1 << 64) - 1
+#: fast-path entry: the C core resumes the call by itself
+FAST_RESUME = (pc.FAST_RESUME, -1, -1, -1, -1, 0, -1, -1)
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -77,9 +81,10 @@ class SyscallStop:
     """
 
     __slots__ = ("thread", "nr", "args", "ip", "sp", "data", "arch",
-                 "new_args", "exit_hook", "_scratch")
+                 "new_args", "exit_hook", "_scratch", "tracer")
 
-    def __init__(self, thread: Thread, ev):
+    def __init__(self, tracer, thread: Thread, ev):
+        self.tracer = tracer
         self.thread = thread
         self.nr = ev.nr
         self.args = tuple(ev.args)
@@ -121,6 +126,10 @@ class SyscallStop:
         """hook(result) -> new result or None, called at the exit stop."""
         self.exit_hook = hook
 
+    def run(self, nr: int, *args: int) -> int | None:
+        """From an exit hook only: make the thread run one more syscall."""
+        return self.tracer.run_syscall(self.thread, nr, args)
+
 
 class Tracer:
     def __init__(self, handler):
@@ -128,10 +137,10 @@ class Tracer:
         self.threads: dict[int, Thread] = {}
         self.processes: dict[int, Process] = {}
         self.filters: list[bytes] = []
-        self.trapped: frozenset[int] = frozenset()
+        self.trapped: frozenset = frozenset()     # (nr, band args) pairs
+        self.band = fd_band()
         self._early: dict[int, object] = {}     # stops of not-yet-announced children
         self._event = pc.new_event()
-        self.fast = bytearray(pc.NR_MAX)
         self.on_trace = None                    # callable(stop, result) for --trace
         self.current_thread: Thread | None = None   # the one in on_syscall
 
@@ -140,18 +149,19 @@ class Tracer:
     def level(self) -> int:
         return len(self.filters) - 1
 
-    def set_trapped(self, trapped: frozenset[int]) -> None:
-        """Trap at least `trapped` from now on in every process.
+    def set_trapped(self, spec: frozenset) -> None:
+        """Trap at least `spec` (see seccomp_filter.trap_spec) from now on in
+        every process.
 
         Filters stack and never loosen: only growth installs a new filter.
         The current thread (stopped in a seccomp stop) is handled by the
         caller of on_syscall after it answers; every other process is
         interrupted now so it cannot run on with the old filter.
         """
-        if self.filters and trapped <= self.trapped:
+        if self.filters and seccomp_filter.covers(self.trapped, spec):
             return
-        self.trapped = trapped | self.trapped
-        self.filters.append(seccomp_filter.build(self.trapped))
+        self.trapped = seccomp_filter.merge(self.trapped, spec)
+        self.filters.append(seccomp_filter.build(self.trapped, self.band))
         current = self.current_thread
         for proc in self.processes.values():
             if proc.level < self.level and (current is None
@@ -165,11 +175,13 @@ class Tracer:
         pc.lib.umvu_fast_events = int(all(
             p.level == self.level for p in self.processes.values()))
 
-    def set_fast(self, resumable: set[int]) -> None:
-        """Numbers still trapped by old filters but wanted by nobody."""
-        for nr in range(pc.NR_MAX):
-            self.fast[nr] = pc.FAST_RESUME if nr in resumable else pc.FAST_PYTHON
-        pc.set_fast(bytes(self.fast))
+    def set_fast_info(self, info: dict[int, tuple]) -> None:
+        """What the C core may decide alone at a seccomp stop, per number."""
+        pc.set_fast_info(info)
+
+    def set_mount_points(self, paths: list[str]) -> None:
+        """Paths below which the C core must ask Python."""
+        pc.set_mounts(paths)
 
     def _interrupt(self, proc: Process) -> None:
         for thread in proc.threads.values():
@@ -183,7 +195,7 @@ class Tracer:
     def spawn(self, path: str, argv: list[str], env: dict[str, str],
               default_signals: list[int]) -> Process:
         if not self.filters:
-            self.set_trapped(seccomp_filter.trapped_numbers(()))
+            self.set_trapped(seccomp_filter.trap_spec())
         pid = pc.spawn(path, argv, env, self.filters[-1], default_signals)
         pc.lib.umvu_watch_pid = pid
         proc = Process(pid, None, self.level)
@@ -262,7 +274,7 @@ class Tracer:
             pc.try_ptrace(pc.PTRACE_CONT, tid)
 
     def _on_seccomp(self, thread: Thread, ev) -> None:
-        stop = SyscallStop(thread, ev)
+        stop = SyscallStop(self, thread, ev)
         self.current_thread = thread
         try:
             result = self.handler.on_syscall(stop)
@@ -344,6 +356,8 @@ class Tracer:
         self._add_thread(child_tid, proc)
         if proc is not parent:
             self.handler.on_new_process(parent, proc, flags)
+        else:
+            self.handler.on_new_thread(proc, child_tid)
         early = self._early.pop(child_tid, None)
         return [early] if early is not None else []
 
@@ -357,6 +371,7 @@ class Tracer:
         execing = self.threads.get(former_tid, thread)
         for tid in proc.threads:
             self.threads.pop(tid, None)
+            pc.lib.umvu_forget_thread(tid)
         proc.threads.clear()
         execing.tid = proc.pid
         self.threads[proc.pid] = execing
@@ -368,6 +383,7 @@ class Tracer:
 
     def _on_exited(self, thread: Thread, status: int) -> None:
         proc = thread.process
+        pc.lib.umvu_forget_thread(thread.tid)
         self.threads.pop(thread.tid, None)
         proc.threads.pop(thread.tid, None)
         if not proc.threads and not proc.exited:
@@ -392,9 +408,15 @@ class Tracer:
         proc = thread.process
         bpf = self.filters[self.level]
         try:
+            sp = pc.getregs(thread.tid).rsp
+            prog = (sp - 128 - len(bpf)) & ~15
+            fprog = prog - 16
+            pc.write(thread.tid, prog, bpf)
+            pc.write(thread.tid, fprog, struct.pack("HxxxxxxQ", len(bpf) // 8, prog))
             res = self.run_syscall(thread, NR_SECCOMP,
                                    (SECCOMP_SET_MODE_FILTER,
-                                    SECCOMP_FILTER_FLAG_TSYNC), bpf, restart)
+                                    SECCOMP_FILTER_FLAG_TSYNC, fprog),
+                                   restart, stack=fprog - 64)
         except OSError as exc:
             log.error("cannot tighten the filter of %d: %s", proc.pid, exc)
             return
@@ -405,34 +427,30 @@ class Tracer:
         proc.level = self.level
         self._update_fast_events()
 
-    def run_syscall(self, thread: Thread, nr: int, args: tuple, blob: bytes,
-                    restart: bool) -> int | None:
-        """Make a stopped thread execute syscall nr(args..., &blob_as_fprog).
+    def run_syscall(self, thread: Thread, nr: int, args: tuple,
+                    restart: bool = False, stack: int | None = None) -> int | None:
+        """Make a stopped thread execute syscall nr(*args) and come back.
 
-        The thread must be at a syscall-exit stop or an interrupt stop. The
-        blob (a BPF program) is written below the red zone and passed as a
-        struct sock_fprog in the third argument. Registers are restored; with
-        `restart`, an interrupted blocking call is restarted by hand. Returns
-        the result, or None when the thread died meanwhile.
+        The thread must be at a syscall-exit stop or an interrupt stop.
+        Registers are restored afterwards; with `restart`, a blocking call
+        the interrupt broke off is restarted by hand. `stack` moves the stack
+        pointer below data the caller placed there. Returns the result, or
+        None when the thread died meanwhile.
         """
         tid = thread.tid
         saved = pc.getregs(tid)
         regs = pc.copy_regs(saved)
-        insn = self._syscall_insn(thread, saved)
-        prog_addr = (saved.rsp - 128 - len(blob)) & ~15
-        fprog_addr = prog_addr - 16
-        pc.write(tid, prog_addr, blob)
-        pc.write(tid, fprog_addr, struct.pack("HxxxxxxQ", len(blob) // 8, prog_addr))
-        regs.rip = insn
+        regs.rip = self._syscall_insn(thread, saved)
         regs.rax = nr
         regs.orig_rax = U64
-        regs.rdi, regs.rsi, regs.rdx = args[0], args[1], fprog_addr
-        regs.rsp = fprog_addr - 64
+        for name, value in zip(ARG_REGS, args):
+            setattr(regs, name, value & U64)
+        if stack is not None:
+            regs.rsp = stack
         pc.setregs(tid, regs)
         pending_signals = []
         pc.ptrace(pc.PTRACE_SYSCALL, tid)
         ev = pc.new_event()
-        result = None
         while True:
             pc.check(pc.lib.umvu_wait_tid(tid, ev))
             if ev.kind == pc.EV_SYSCALL_EXIT:
@@ -474,6 +492,15 @@ class Tracer:
                 return regs.rip - 2
             raise OSError(errno.ENOEXEC, "no syscall instruction found")
         return proc.syscall_insn
+
+
+def fd_band() -> int:
+    """First descriptor of the band where the view keeps virtual descriptors:
+    filters trap descriptor calls only there, so calls on ordinary
+    descriptors never stop. Kept under the soft RLIMIT_NOFILE tracees inherit."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft = min(soft if soft != resource.RLIM_INFINITY else 1 << 20, 1 << 20)
+    return max(soft - max(soft // 4, 16), 3)
 
 
 def _fix_restart(regs) -> None:

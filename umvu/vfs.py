@@ -18,11 +18,13 @@ import os
 import stat
 import struct
 
+from . import ptrace_core as pc
 from . import syscall_table
 from .fsstate import OpenFile, ProcFs
 from .lowerview import LowerView
 from .module import PathCall, Redirect
 from .pathwalk import MAGIC, Walker
+from .services import path_under as _under
 
 log = logging.getLogger("umvu")
 
@@ -36,6 +38,8 @@ CLOSE_RANGE_UNSHARE, CLOSE_RANGE_CLOEXEC = 2, 4
 RESOLVE_NO_XDEV, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS = 1, 2, 4
 RESOLVE_BENEATH, RESOLVE_IN_ROOT = 8, 0x10
 KEY = "_vfs"
+NR_FCNTL = syscall_table.NR["fcntl"]
+NR_CLOSE = syscall_table.NR["close"]
 
 #: op classes of single-path calls (see module.PathCall)
 OPS = {
@@ -99,12 +103,18 @@ class Vfs:
         st = proc.data.get(KEY)
         if st is None:
             st = proc.data[KEY] = ProcFs.from_kernel(proc.pid)
+            self.sync(proc)
         return st
 
     def on_new_process(self, parent, child, flags) -> None:
         st = parent.data.get(KEY)
         if st is not None:
             child.data[KEY] = st.fork(flags)
+            self.sync(child)
+
+    def on_new_thread(self, proc, tid: int) -> None:
+        if KEY in proc.data:
+            self.sync(proc)
 
     def on_exec(self, proc) -> None:
         st = proc.data.get(KEY)
@@ -112,6 +122,63 @@ class Vfs:
             new = proc.data[KEY] = st.exec()
             new.exe = getattr(proc, "pending_exe", None) or st.exe
             proc.pending_exe = None
+            self.sync(proc)
+
+    # ---- what the C fast path knows --------------------------------------------
+    def sync(self, proc) -> None:
+        """Tell the C core whether this process's calls could be virtual."""
+        st = proc.data.get(KEY)
+        if st is None:
+            return
+        flags = 0
+        if any(s.module is not None and _under(st.fs.cwd, s.target)
+               for s in self.services):
+            flags |= pc.TF_CWD
+        if st.files.fds:
+            flags |= pc.TF_VFDS
+        if st.fs.root != "/":
+            flags |= pc.TF_PYTHON
+        if flags or st.exe:
+            pc.lib.umvu_proc_virtual = 1
+        for tid in proc.threads:
+            pc.set_thread(tid, proc.pid, flags, st.fs.cwd)
+
+    def changed(self, st: ProcFs) -> None:
+        """st's cwd, root or descriptors changed: re-sync all who share them."""
+        for proc in self.view.tracer.processes.values():
+            other = proc.data.get(KEY)
+            if other is not None and (other.fs is st.fs or other.files is st.files):
+                self.sync(proc)
+
+    def sync_all(self) -> None:
+        for proc in self.view.tracer.processes.values():
+            self.sync(proc)
+
+    #: calls that must always reach Python: they change or report the state
+    SLOW = {"chdir", "fchdir", "chroot", "execve", "execveat", "getcwd",
+            "io_uring_setup"}
+
+    def fast_entry(self, nr: int):
+        """The C fast-path entry for a number this layer handles, or None."""
+        sc = syscall_table.BY_NR[nr]
+        if sc.name in self.SLOW:
+            return None
+        if sc.family in ("fdmeta", "fdattr") or sc.name in (
+                "getdents", "getdents64", "lseek"):
+            return (pc.FAST_FD, -1, -1, -1, -1, 0, -1, -1)
+        if sc.family != "path":
+            return None
+        path, at = (sc.path, sc.at) if sc.path is not None else (sc.path2, sc.at2)
+        path2, at2 = (sc.path2, sc.at2) if sc.path is not None else (None, None)
+        follow, follow_arg = pc.FOLLOW_ALWAYS, -1
+        if sc.nofollow == "always":
+            follow = pc.FOLLOW_NEVER
+        elif sc.nofollow:
+            kind, _, arg = sc.nofollow.partition(":")
+            follow, follow_arg = (pc.FOLLOW_AT if kind == "at" else pc.FOLLOW_O), int(arg)
+        none = lambda v: -1 if v is None else v  # noqa: E731
+        return (pc.FAST_PATH, none(path), none(at), none(path2), none(at2),
+                follow, follow_arg, none(sc.empty))
 
     def _magic(self, pid: int, kind: str) -> str | None:
         """/proc/PID/{cwd,root,exe,fd/N} as the view sees them, when the
@@ -323,15 +390,32 @@ class Vfs:
         if res.service is None:
             return
         def opened(fd, path=res.path, service=res.service):
-            if fd >= 0:
-                st.files.add(fd, OpenFile(path, service, flags, listing),
-                             bool(flags & O_CLOEXEC))
-            return None
+            if fd < 0:
+                return None
+            cloexec = bool(flags & O_CLOEXEC)
+            moved = self._to_band(stop, fd, cloexec)
+            st.files.add(moved, OpenFile(path, service, flags, listing), cloexec)
+            self.changed(st)
+            return moved if moved != fd else None
         stop.on_exit(opened)
+
+    def _to_band(self, stop, fd: int, cloexec: bool) -> int:
+        """Move a new virtual descriptor into the band, where the filters
+        trap the calls on it (and only those)."""
+        band = self.view.tracer.band
+        if fd >= band:
+            return fd
+        new = stop.run(NR_FCNTL, fd, F_DUPFD_CLOEXEC if cloexec else F_DUPFD, band)
+        if new is None or new < 0:
+            log.debug("cannot move fd %d into the band: %s", fd, new)
+            return fd
+        stop.run(NR_CLOSE, fd)
+        return new
 
     def _set_cwd(self, st, path: str, result: int):
         if result == 0:
             st.fs.cwd = path
+            self.changed(st)
         return None
 
     def _answer_readlink(self, stop, buf: int, size: int, target: str) -> int:
@@ -424,6 +508,7 @@ class Vfs:
         def kernel_cwd(result, pid=stop.process.pid):
             if result == 0:
                 st.fs.cwd = os.readlink(f"/proc/{pid}/cwd")
+                self.changed(st)
         stop.on_exit(kernel_cwd)
         return None
 
@@ -441,6 +526,7 @@ class Vfs:
         if not stat.S_ISDIR(mode):
             return -errno.ENOTDIR
         st.fs.root = res.path
+        self.changed(st)
         return 0
 
     def sys_io_uring_setup(self, stop, st, sc):
@@ -448,7 +534,10 @@ class Vfs:
 
     # ---- descriptor table ------------------------------------------------------------
     def sys_close(self, stop, st, sc):
-        st.files.drop(_signed32(stop.args[0]))
+        fd = _signed32(stop.args[0])
+        if st.files.get(fd) is not None:
+            st.files.drop(fd)
+            self.changed(st)
         return None
 
     def _dup_hook(self, stop, st, old: int, new: int | None, cloexec: bool):
@@ -457,6 +546,7 @@ class Vfs:
         def done(result):
             if result >= 0:
                 st.files.dup(old, result if new is None else new, cloexec)
+                self.changed(st)
             return None
         stop.on_exit(done)
         return None
@@ -493,6 +583,7 @@ class Vfs:
                     st.files.set_cloexec(fd, True)
         else:
             st.files.drop_range(first, last)
+        self.changed(st)
         return None
 
     # ---- merged directories -------------------------------------------------------------

@@ -21,7 +21,7 @@ from .lowerview import LowerView
 from .module import Call, Module, PathService, Service
 from .procmounts import ProcMounts
 from .services import ServiceTable, path_under
-from .tracer import Tracer, signed
+from .tracer import FAST_RESUME, Tracer, signed
 from .vfs import Vfs
 
 log = logging.getLogger("umvu")
@@ -61,6 +61,9 @@ class View:
     # ---- processes ---------------------------------------------------------
     def spawn(self, path, argv, env, default_signals):
         return self.tracer.spawn(path, argv, env, default_signals)
+
+    def on_new_thread(self, proc, tid: int) -> None:
+        self.vfs.on_new_thread(proc, tid)
 
     def on_new_process(self, parent, child, flags) -> None:
         self.vfs.on_new_process(parent, child, flags)
@@ -190,15 +193,32 @@ class View:
             self.handlers.setdefault(nr, []).insert(0, (module, getattr(module, attr)))
 
     def _update_filter(self) -> None:
-        families, names = set(), set()
+        families, banded, names = set(), set(), set()
         for module in self.modules.values():
             families.update(module.families)
             names.update(n for n in module.handlers() if n in syscall_table.NR)
-            names.update(module.syscalls)
-        wanted = seccomp_filter.trapped_numbers(families, names)
-        self.tracer.set_trapped(wanted)
-        # trapped by an older filter but now wanted by nobody: resume in C
-        self.tracer.set_fast(set(self.tracer.trapped - wanted))
+            banded.update(module.syscalls)
+        self.tracer.set_trapped(seccomp_filter.trap_spec(families, banded, names))
+        self._update_fast("path" in families)
+
+    def _update_fast(self, vfs_active: bool) -> None:
+        """Tell the C core which trapped calls it may let through alone."""
+        info = {}
+        for nr, _ in self.tracer.trapped:
+            if nr in self.handlers or nr in (NR_MOUNT, NR_UMOUNT2):
+                continue                    # a module or the mount table answers
+            if vfs_active and nr in self.vfs.handlers:
+                entry = self.vfs.fast_entry(nr)
+                if entry is not None:
+                    info[nr] = entry
+            else:
+                info[nr] = FAST_RESUME      # trapped by a filter, wanted by nobody
+        self.tracer.set_fast_info(info)
+
+    def _mounts_changed(self) -> None:
+        self.tracer.set_mount_points([s.target for s in self.services
+                                      if s.module is not None])
+        self.vfs.sync_all()
 
     def _lsmod(self, stop, buf: int, size: int) -> int:
         text = "".join(f"{m.name}: {m.description}\n" for m in self.modules.values())
@@ -260,6 +280,7 @@ class View:
             except BaseException:
                 self.services.remove(service)
                 raise
+        self._mounts_changed()
         log.debug("mounted %r", service)
         return 0
 
@@ -275,6 +296,7 @@ class View:
             return -errno.EBUSY
         service.module.umount(service, flags)
         self.services.remove(service)
+        self._mounts_changed()
         return 0
 
     def module_for_type(self, fstype: str) -> Module | None:

@@ -1,0 +1,335 @@
+/* umvu fast path: decide, without Python, that a trapped path or descriptor
+ * call touches nothing virtual, so the kernel can run it as it is.
+ *
+ * The decision is conservative: whenever it is not sure (a mount point could
+ * be crossed, the thread is unknown, its cwd or descriptors are virtual, the
+ * path is odd) it answers "ask Python". Python keeps the tables here in step
+ * with the view: mount points, and per thread its process id, flags and cwd.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/stat.h>
+
+#include "core.h"
+
+#define TABLE_SIZE 8192             /* threads; power of two */
+#define MAXSYMLINKS 40
+
+struct thread_entry {
+    int tid;                        /* 0: free, -1: deleted */
+    int tgid;
+    int flags;
+    char *cwd;
+};
+
+struct umvu_nrinfo umvu_nrinfo[UMVU_NR_MAX];
+int umvu_proc_virtual;              /* some process has virtual cwd/fd/exe */
+unsigned long umvu_fast_paths, umvu_fast_fds;
+
+static struct thread_entry threads[TABLE_SIZE];
+static char **mounts;
+static size_t *mount_len;
+static int nmounts;
+
+static unsigned slot(int tid)
+{
+    return ((unsigned)tid * 2654435761u) & (TABLE_SIZE - 1);
+}
+
+static struct thread_entry *lookup(int tid)
+{
+    for (unsigned i = slot(tid), n = 0; n < TABLE_SIZE; i = (i + 1) & (TABLE_SIZE - 1), n++) {
+        if (threads[i].tid == tid)
+            return &threads[i];
+        if (threads[i].tid == 0)
+            return NULL;
+    }
+    return NULL;
+}
+
+int umvu_set_thread(int tid, int tgid, int flags, const char *cwd)
+{
+    struct thread_entry *e = lookup(tid);
+    if (!e) {
+        unsigned i = slot(tid), n = 0;
+        while (threads[i].tid > 0 && n++ < TABLE_SIZE)
+            i = (i + 1) & (TABLE_SIZE - 1);
+        if (n >= TABLE_SIZE)
+            return -ENOSPC;
+        e = &threads[i];
+        e->cwd = NULL;
+    }
+    char *copy = strdup(cwd);
+    if (!copy)
+        return -ENOMEM;
+    free(e->cwd);
+    e->tid = tid;
+    e->tgid = tgid;
+    e->flags = flags;
+    e->cwd = copy;
+    return 0;
+}
+
+void umvu_forget_thread(int tid)
+{
+    struct thread_entry *e = lookup(tid);
+    if (e) {
+        free(e->cwd);
+        e->cwd = NULL;
+        e->tid = -1;
+    }
+}
+
+int umvu_set_mounts(char **paths, int n)
+{
+    for (int i = 0; i < nmounts; i++)
+        free(mounts[i]);
+    free(mounts);
+    free(mount_len);
+    mounts = calloc((size_t)n + 1, sizeof *mounts);
+    mount_len = calloc((size_t)n + 1, sizeof *mount_len);
+    if (!mounts || !mount_len) {
+        nmounts = 0;
+        return -ENOMEM;
+    }
+    for (int i = 0; i < n; i++) {
+        mounts[i] = strdup(paths[i]);
+        mount_len[i] = strlen(paths[i]);
+    }
+    nmounts = n;
+    return 0;
+}
+
+/* Is path (canonical, absolute) a mount point or below one? */
+static int under_mount(const char *path, size_t len)
+{
+    for (int i = 0; i < nmounts; i++) {
+        size_t m = mount_len[i];
+        if (m == 1 && mounts[i][0] == '/')
+            return 1;
+        if (len >= m && memcmp(path, mounts[i], m) == 0 &&
+            (path[m] == '/' || path[m] == '\0'))
+            return 1;
+    }
+    return 0;
+}
+
+/* /proc/PID/{cwd,root,exe,fd/..}, or .../mounts and .../mountinfo: the view
+ * may answer those differently from the kernel. */
+static int proc_special(const char *path)
+{
+    if (strncmp(path, "/proc/", 6) != 0)
+        return 0;
+    const char *last = strrchr(path, '/') + 1;
+    if (strcmp(last, "mounts") == 0 || strcmp(last, "mountinfo") == 0)
+        return nmounts > 0;
+    if (!umvu_proc_virtual)
+        return 0;
+    return strstr(path, "/cwd") || strstr(path, "/root") || strstr(path, "/exe") ||
+           strstr(path, "/fd");
+}
+
+struct walk {
+    char cur[UMVU_PATH_MAX];
+    size_t len;
+};
+
+static int walk_push(struct walk *w, const char *name, size_t n)
+{
+    if (w->len + 1 + n + 1 > sizeof w->cur)
+        return -1;
+    if (w->len > 1)
+        w->cur[w->len++] = '/';
+    else
+        w->len = 1;
+    memcpy(w->cur + w->len, name, n);
+    w->len += n;
+    w->cur[w->len] = '\0';
+    return 0;
+}
+
+static void walk_pop(struct walk *w)
+{
+    while (w->len > 1 && w->cur[w->len - 1] != '/')
+        w->len--;
+    if (w->len > 1)
+        w->len--;
+    w->cur[w->len] = '\0';
+}
+
+/* 1: the kernel resolves `path` exactly as the view would and reaches
+ * nothing virtual; 0: ask Python. */
+static int path_is_plain(const struct thread_entry *t, int dirfd, const char *path,
+                         int follow_last)
+{
+    struct walk w;
+    char todo[2 * UMVU_PATH_MAX], link[UMVU_PATH_MAX];
+    size_t plen = strlen(path);
+
+    if (plen == 0 || plen >= UMVU_PATH_MAX)
+        return 0;
+    if (path[0] == '/') {
+        strcpy(w.cur, "/");
+    } else if (dirfd == UMVU_AT_FDCWD) {
+        if (strlen(t->cwd) >= sizeof w.cur)
+            return 0;
+        strcpy(w.cur, t->cwd);
+    } else {
+        char fdlink[64];
+        snprintf(fdlink, sizeof fdlink, "/proc/%d/fd/%d", t->tgid, dirfd);
+        ssize_t n = readlink(fdlink, w.cur, sizeof w.cur - 1);
+        if (n <= 0 || w.cur[0] != '/')
+            return n < 0;           /* bad dirfd: the kernel says EBADF */
+        w.cur[n] = '\0';
+    }
+    w.len = strlen(w.cur);
+    if (under_mount(w.cur, w.len))
+        return 0;
+
+    /* components still to walk, last first, '\0' separated */
+    memcpy(todo, path, plen + 1);
+    char *rest = todo;
+    int links = 0;
+    while (*rest) {
+        while (*rest == '/')
+            rest++;
+        if (!*rest)
+            break;
+        char *end = strchr(rest, '/');
+        size_t n = end ? (size_t)(end - rest) : strlen(rest);
+        char *next = end ? end : rest + n;
+        int last = 1;
+        for (char *p = next; *p; p++)
+            if (*p != '/') {
+                last = 0;
+                break;
+            }
+        int trailing = end != NULL;
+        if (n == 1 && rest[0] == '.') {
+            rest = next;
+            continue;
+        }
+        if (n == 2 && rest[0] == '.' && rest[1] == '.') {
+            walk_pop(&w);
+            rest = next;
+            continue;
+        }
+        if (walk_push(&w, rest, n) < 0)
+            return 0;
+        if (under_mount(w.cur, w.len) || proc_special(w.cur))
+            return 0;
+        if (strcmp(w.cur, "/proc/self") == 0 || strcmp(w.cur, "/proc/thread-self") == 0) {
+            /* the hypervisor's /proc/self is not the tracee's */
+            w.len = (size_t)snprintf(w.cur, sizeof w.cur, "/proc/%d", t->tgid);
+            rest = next;
+            continue;
+        }
+        if (last && !follow_last && !trailing)
+            break;
+        struct stat st;
+        if (lstat(w.cur, &st) < 0) {
+            if (errno != ENOENT)
+                return 0;
+            /* the rest does not exist: a mount point could still lie below */
+            for (const char *p = next; *p; p++)
+                if (p[0] == '.' && (p[1] == '.' || p[1] == '/' || !p[1]) &&
+                    (p == next || p[-1] == '/'))
+                    return 0;
+            char full[3 * UMVU_PATH_MAX];
+            int m = snprintf(full, sizeof full, "%s%s", w.cur, next);
+            return m > 0 && (size_t)m < sizeof full && !under_mount(full, (size_t)m) &&
+                   !proc_special(full);
+        }
+        if (S_ISLNK(st.st_mode)) {
+            if (++links > MAXSYMLINKS)
+                return 0;
+            ssize_t l = readlink(w.cur, link, sizeof link - 1);
+            if (l <= 0)
+                return 0;
+            link[l] = '\0';
+            size_t restlen = strlen(next);
+            if ((size_t)l + 1 + restlen + 1 > sizeof todo)
+                return 0;
+            /* todo becomes: link target + what was left */
+            memmove(todo + l, next, restlen + 1);
+            memcpy(todo, link, (size_t)l);
+            rest = todo;
+            if (link[0] == '/')
+                strcpy(w.cur, "/"), w.len = 1;
+            else
+                walk_pop(&w);
+            continue;
+        }
+        if (!last && !S_ISDIR(st.st_mode))
+            return 1;               /* ENOTDIR, from the kernel too */
+        rest = next;
+    }
+    return !proc_special(w.cur);
+}
+
+static int fd_is_plain(const struct thread_entry *t)
+{
+    return !(t->flags & UMVU_TF_VFDS);
+}
+
+/* Called at a seccomp stop: 1 when the call can run in the kernel untouched. */
+int umvu_fast_decide(int tid, long nr, const unsigned long *args)
+{
+    if (nr < 0 || nr >= UMVU_NR_MAX)
+        return 0;
+    const struct umvu_nrinfo *info = &umvu_nrinfo[nr];
+    if (info->kind == UMVU_FAST_RESUME)
+        return 1;
+    if (info->kind != UMVU_FAST_PATH && info->kind != UMVU_FAST_FD)
+        return 0;
+    struct thread_entry *t = lookup(tid);
+    if (!t || (t->flags & UMVU_TF_PYTHON))
+        return 0;
+    if (info->kind == UMVU_FAST_FD) {
+        if (!fd_is_plain(t))
+            return 0;
+        umvu_fast_fds++;
+        return 1;
+    }
+    int paths[2][2] = { { info->path, info->at }, { info->path2, info->at2 } };
+    for (int i = 0; i < 2; i++) {
+        int pi = paths[i][0], ai = paths[i][1];
+        if (pi < 0)
+            continue;
+        if (args[pi] == 0) {        /* utimensat(fd, NULL...): an fd call */
+            if (!fd_is_plain(t))
+                return 0;
+            continue;
+        }
+        char path[UMVU_PATH_MAX];
+        long n = umvu_read_str(tid, args[pi], path, sizeof path);
+        if (n < 0)
+            return n == -ENAMETOOLONG ? 1 : 0;
+        int dirfd = ai >= 0 ? (int)args[ai] : UMVU_AT_FDCWD;
+        if (n == 0) {               /* "" with AT_EMPTY_PATH: the fd itself */
+            if (info->empty >= 0 && (args[info->empty] & 0x1000) && !fd_is_plain(t))
+                return 0;
+            continue;
+        }
+        if (dirfd != UMVU_AT_FDCWD && path[0] != '/' && !fd_is_plain(t))
+            return 0;
+        if (path[0] != '/' && dirfd == UMVU_AT_FDCWD && (t->flags & UMVU_TF_CWD))
+            return 0;
+        int follow = 1;
+        if (info->follow == UMVU_FOLLOW_NEVER)
+            follow = 0;
+        else if (info->follow == UMVU_FOLLOW_AT)
+            follow = !(args[info->follow_arg] & 0x100);
+        else if (info->follow == UMVU_FOLLOW_O)
+            follow = !(args[info->follow_arg] & 0400000);
+        if (!path_is_plain(t, dirfd, path, follow))
+            return 0;
+    }
+    umvu_fast_paths++;
+    return 1;
+}
