@@ -28,6 +28,7 @@ class OpenFile:
     path: str                   # canonical path in the view
     service: object             # the service that answered the open
     flags: int = 0
+    host: str = ""              # the real file the kernel opened
     listing: object = None      # callable -> entries, for merged directories
     entries: list | None = None
     pos: int = 0

@@ -193,8 +193,22 @@ class Vfs:
             return st.fs.root if st.fs.root != "/" else None
         if kind == "exe":
             return st.exe
-        entry = st.files.get(int(kind[3:]))
+        fd = int(kind[3:])
+        entry = st.files.get(fd)
+        if entry is not None and not self._still_open(pid, fd, entry):
+            st.files.drop(fd)
+            return None
         return entry.path if entry else None
+
+    @staticmethod
+    def _still_open(pid: int, fd: int, entry: OpenFile) -> bool:
+        """Descriptors below the band are closed without our seeing it:
+        check that the kernel's descriptor is still the file we opened."""
+        try:
+            real = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            return False
+        return real in (entry.host, entry.host + " (deleted)") or not entry.host
 
     def _is_virtual_dir(self, path: str) -> bool:
         return self.services.for_path(path) is not None
@@ -313,7 +327,7 @@ class Vfs:
             host += "/"
         self._rewrite(stop, pidx, host, atidx)
         if op == "open":
-            self._track_open(stop, st, res, flags, final.listing)
+            self._track_open(stop, st, res, flags, final)
         elif final.meta and name in STAT_LAYOUT:
             buf = args[STAT_LAYOUT[name][0]]
             stop.on_exit(lambda r: _patch_stat(stop, r, name, buf, final.meta))
@@ -386,7 +400,7 @@ class Vfs:
                                "fchownat": 4}[name]] & 0xffffffff
         return call
 
-    def _track_open(self, stop, st, res, flags, listing) -> None:
+    def _track_open(self, stop, st, res, flags, final: Redirect) -> None:
         if res.service is None:
             return
         def opened(fd, path=res.path, service=res.service):
@@ -394,7 +408,8 @@ class Vfs:
                 return None
             cloexec = bool(flags & O_CLOEXEC)
             moved = self._to_band(stop, fd, cloexec)
-            st.files.add(moved, OpenFile(path, service, flags, listing), cloexec)
+            st.files.add(moved, OpenFile(path, service, flags, final.path,
+                                         final.listing), cloexec)
             self.changed(st)
             return moved if moved != fd else None
         stop.on_exit(opened)
@@ -453,7 +468,7 @@ class Vfs:
             return final
         self._rewrite(stop, 1, final.path, 0)
         stop.set_arg(2, stop.scratch(struct.pack("QQQ", flags, mode, 0)))
-        self._track_open(stop, st, res, flags, final.listing)
+        self._track_open(stop, st, res, flags, final)
         return None
 
     # ---- two-path calls ------------------------------------------------------------
@@ -642,8 +657,12 @@ class Vfs:
                 continue
             if self.services.for_path(st.fs.cwd) is service:
                 return True
-            if any(entry.service is service for _, (entry, _) in st.files):
-                return True
+            for fd, (entry, _) in list(st.files):
+                if entry.service is not service:
+                    continue
+                if self._still_open(proc.pid, fd, entry):
+                    return True
+                st.files.drop(fd)
         return False
 
 
