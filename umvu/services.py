@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 
-from .module import Service
+from .module import PathService, Service
 
 
 def path_under(path: str, top: str) -> bool:
@@ -22,6 +22,7 @@ def path_under(path: str, top: str) -> bool:
 class ServiceTable:
     def __init__(self):
         self._services: list[Service] = []
+        self._paths: list[PathService] = []     # the ones path lookups see
         self._clock = itertools.count(1)
 
     def __iter__(self):
@@ -33,15 +34,23 @@ class ServiceTable:
     def add(self, service: Service) -> Service:
         service.epoch = next(self._clock)
         self._services.append(service)
+        if isinstance(service, PathService):
+            self._paths.append(service)
         return service
 
     def remove(self, service: Service) -> None:
         self._services.remove(service)
+        if service in self._paths:
+            self._paths.remove(service)
+
+    def mount_points(self) -> list[str]:
+        """Where path services are mounted (the view's own ones excluded)."""
+        return [s.target for s in self._paths if s.module is not None]
 
     def for_path(self, path: str, before: float = float("inf")) -> Service | None:
         """Newest service (older than `before`) whose mount covers path and
         that confirms it."""
-        for service in reversed(self._services):
+        for service in reversed(self._paths):
             if (service.epoch < before and path_under(path, service.target)
                     and service.confirm(path)):
                 return service

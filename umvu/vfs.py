@@ -131,8 +131,7 @@ class Vfs:
         if st is None:
             return
         flags = 0
-        if any(s.module is not None and _under(st.fs.cwd, s.target)
-               for s in self.services):
+        if any(_under(st.fs.cwd, m) for m in self.services.mount_points()):
             flags |= pc.TF_CWD
         if st.files.fds:
             flags |= pc.TF_VFDS
@@ -545,7 +544,7 @@ class Vfs:
         return 0
 
     def sys_io_uring_setup(self, stop, st, sc):
-        return -errno.ENOSYS if len(self.services) else None
+        return -errno.ENOSYS if self.services.mount_points() else None
 
     # ---- descriptor table ------------------------------------------------------------
     def sys_close(self, stop, st, sc):

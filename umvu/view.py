@@ -216,8 +216,7 @@ class View:
         self.tracer.set_fast_info(info)
 
     def _mounts_changed(self) -> None:
-        self.tracer.set_mount_points([s.target for s in self.services
-                                      if s.module is not None])
+        self.tracer.set_mount_points(self.services.mount_points())
         self.vfs.sync_all()
 
     def _lsmod(self, stop, buf: int, size: int) -> int:
