@@ -67,9 +67,11 @@ extern struct umvu_nrinfo umvu_nrinfo[512];
 #define UMVU_TF_VFDS 2          /* the fd table holds virtual descriptors      */
 #define UMVU_TF_PYTHON 4        /* always ask Python (chroot...)               */
 extern int umvu_proc_virtual;
+extern int umvu_band;
 extern unsigned long umvu_fast_resumed, umvu_fast_paths, umvu_fast_fds;
 
-int umvu_set_thread(int tid, int tgid, int flags, const char *cwd);
+int umvu_set_thread(int tid, int tgid, int flags, const char *cwd,
+                    const int *low, int nlow);
 void umvu_forget_thread(int tid);
 int umvu_set_mounts(char **paths, int n);
 int umvu_fast_decide(int tid, long nr, const unsigned long *args);

@@ -20,15 +20,20 @@
 #define TABLE_SIZE 8192             /* threads; power of two */
 #define MAXSYMLINKS 40
 
+#define LOWFDS 16
+
 struct thread_entry {
     int tid;                        /* 0: free, -1: deleted */
     int tgid;
     int flags;
+    int nlow;                       /* virtual descriptors below the band */
+    int low[LOWFDS];
     char *cwd;
 };
 
 struct umvu_nrinfo umvu_nrinfo[UMVU_NR_MAX];
 int umvu_proc_virtual;              /* some process has virtual cwd/fd/exe */
+int umvu_band = 1 << 30;            /* first descriptor of the band */
 unsigned long umvu_fast_paths, umvu_fast_fds;
 
 static struct thread_entry threads[TABLE_SIZE];
@@ -52,7 +57,8 @@ static struct thread_entry *lookup(int tid)
     return NULL;
 }
 
-int umvu_set_thread(int tid, int tgid, int flags, const char *cwd)
+int umvu_set_thread(int tid, int tgid, int flags, const char *cwd,
+                    const int *low, int nlow)
 {
     struct thread_entry *e = lookup(tid);
     if (!e) {
@@ -72,6 +78,12 @@ int umvu_set_thread(int tid, int tgid, int flags, const char *cwd)
     e->tgid = tgid;
     e->flags = flags;
     e->cwd = copy;
+    if (nlow > LOWFDS) {
+        e->flags |= UMVU_TF_PYTHON;
+        nlow = 0;
+    }
+    e->nlow = nlow;
+    memcpy(e->low, low, sizeof(int) * (size_t)nlow);
     return 0;
 }
 
@@ -272,9 +284,17 @@ static int path_is_plain(const struct thread_entry *t, int dirfd, const char *pa
     return !proc_special(w.cur);
 }
 
-static int fd_is_plain(const struct thread_entry *t)
+/* A descriptor the view does not serve or mirror. Calls on band
+ * descriptors are trapped only when one is virtual; calls on low ones only
+ * in processes that copied a virtual descriptor down there. */
+static int fd_is_plain(const struct thread_entry *t, long fd)
 {
-    return !(t->flags & UMVU_TF_VFDS);
+    if (fd >= umvu_band)
+        return !(t->flags & UMVU_TF_VFDS);
+    for (int i = 0; i < t->nlow; i++)
+        if (t->low[i] == fd)
+            return 0;
+    return 1;
 }
 
 /* Called at a seccomp stop: 1 when the call can run in the kernel untouched. */
@@ -291,7 +311,8 @@ int umvu_fast_decide(int tid, long nr, const unsigned long *args)
     if (!t || (t->flags & UMVU_TF_PYTHON))
         return 0;
     if (info->kind == UMVU_FAST_FD) {
-        if (!fd_is_plain(t))
+        if ((info->path >= 0 && !fd_is_plain(t, (int)args[info->path])) ||
+            (info->path2 >= 0 && !fd_is_plain(t, (int)args[info->path2])))
             return 0;
         umvu_fast_fds++;
         return 1;
@@ -302,7 +323,7 @@ int umvu_fast_decide(int tid, long nr, const unsigned long *args)
         if (pi < 0)
             continue;
         if (args[pi] == 0) {        /* utimensat(fd, NULL...): an fd call */
-            if (!fd_is_plain(t))
+            if (ai >= 0 && !fd_is_plain(t, (int)args[ai]))
                 return 0;
             continue;
         }
@@ -312,11 +333,12 @@ int umvu_fast_decide(int tid, long nr, const unsigned long *args)
             return n == -ENAMETOOLONG ? 1 : 0;
         int dirfd = ai >= 0 ? (int)args[ai] : UMVU_AT_FDCWD;
         if (n == 0) {               /* "" with AT_EMPTY_PATH: the fd itself */
-            if (info->empty >= 0 && (args[info->empty] & 0x1000) && !fd_is_plain(t))
+            if (info->empty >= 0 && (args[info->empty] & 0x1000) &&
+                !fd_is_plain(t, dirfd))
                 return 0;
             continue;
         }
-        if (dirfd != UMVU_AT_FDCWD && path[0] != '/' && !fd_is_plain(t))
+        if (dirfd != UMVU_AT_FDCWD && path[0] != '/' && !fd_is_plain(t, dirfd))
             return 0;
         if (path[0] != '/' && dirfd == UMVU_AT_FDCWD && (t->flags & UMVU_TF_CWD))
             return 0;

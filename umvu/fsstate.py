@@ -30,33 +30,49 @@ class OpenFile:
     flags: int = 0
     host: str = ""              # the real file the kernel opened
     listing: object = None      # callable -> entries, for merged directories
+    served: object = None       # a ServedFile: the service answers its calls
     entries: list | None = None
     pos: int = 0
+    refs: int = 0               # descriptors referring to it, in all tables
     private: dict = field(default_factory=dict)
 
 
 class FdTable:
-    """Shared by processes created with CLONE_FILES."""
+    """Shared by processes created with CLONE_FILES.
+
+    Open files count their descriptors (in every table) so that a served
+    file is released when its last descriptor goes, as the kernel releases
+    an open file description; `on_release` hears about it."""
+
+    on_release = staticmethod(lambda open_file: None)
 
     def __init__(self, fds: dict | None = None):
-        self.fds: dict[int, tuple[OpenFile, bool]] = fds or {}
+        self.fds: dict[int, tuple[OpenFile, bool]] = {}
+        for fd, (open_file, cloexec) in (fds or {}).items():
+            self.add(fd, open_file, cloexec)
 
     def get(self, fd: int) -> OpenFile | None:
         entry = self.fds.get(fd)
         return entry[0] if entry else None
 
     def add(self, fd: int, open_file: OpenFile, cloexec: bool) -> None:
+        self.drop(fd)
+        open_file.refs += 1
         self.fds[fd] = (open_file, cloexec)
 
     def drop(self, fd: int) -> None:
-        self.fds.pop(fd, None)
+        entry = self.fds.pop(fd, None)
+        if entry is not None:
+            entry[0].refs -= 1
+            if entry[0].refs == 0:
+                FdTable.on_release(entry[0])
 
     def dup(self, old: int, new: int, cloexec: bool = False) -> None:
         entry = self.fds.get(old)
         if entry is None:
-            self.fds.pop(new, None)
-        else:
-            self.fds[new] = (entry[0], cloexec)
+            self.drop(new)
+        elif new != old:
+            self.add(new, entry[0], cloexec)
 
     def set_cloexec(self, fd: int, cloexec: bool) -> None:
         entry = self.fds.get(fd)
@@ -65,7 +81,10 @@ class FdTable:
 
     def drop_range(self, first: int, last: int) -> None:
         for fd in [fd for fd in self.fds if first <= fd <= last]:
-            del self.fds[fd]
+            self.drop(fd)
+
+    def drop_all(self) -> None:
+        self.drop_range(0, 1 << 31)
 
     def after_exec(self) -> "FdTable":
         return FdTable({fd: e for fd, e in self.fds.items() if not e[1]})
@@ -74,7 +93,7 @@ class FdTable:
         return FdTable(dict(self.fds))
 
     def __iter__(self):
-        return iter(self.fds.items())
+        return iter(list(self.fds.items()))
 
 
 class ProcFs:
@@ -101,4 +120,6 @@ class ProcFs:
         return ProcFs(fs, files, self.exe)
 
     def exec(self) -> "ProcFs":
+        """exec unshares the descriptor table and closes CLOEXEC ones (the
+        caller drops the old table if nobody else uses it)."""
         return ProcFs(self.fs, self.files.after_exec(), self.exe)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import importlib
-import importlib.metadata
 import importlib.util
 import inspect
 import os
@@ -41,6 +40,7 @@ def _builtin(name):
 
 
 def _entry_point(name):
+    import importlib.metadata      # slow to import: only when needed
     for ep in importlib.metadata.entry_points(group="umvu.modules"):
         if ep.name == name:
             return ep.load()

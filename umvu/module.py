@@ -176,7 +176,7 @@ class PathCall:
     """
 
     __slots__ = ("name", "op", "path", "path2", "flags", "mode", "pid",
-                 "uid", "gid", "dev")
+                 "uid", "gid", "dev", "link")
 
     def __init__(self, name, op, path, path2=None, flags=0, mode=0, pid=0,
                  uid=-1, gid=-1, dev=0):
@@ -190,10 +190,23 @@ class PathCall:
         self.uid = uid              # for chown (0xffffffff: unchanged)
         self.gid = gid
         self.dev = dev              # for mknod
+        self.link = ""              # for symlink: the link's content
 
     def redirect(self, path: str, path2: str | None = None, listing=None,
                  meta: dict | None = None) -> Redirect:
         return Redirect(path, path2, listing, meta)
+
+    def serve(self, file: "ServedFile") -> "Answer":
+        """Answer an open (or exec, chdir) with a file the service serves."""
+        return Answer("served", file)
+
+    def stat_result(self, st) -> "Answer":
+        """Answer a stat-like call (stat, lstat, statx, access, chdir...)."""
+        return Answer("stat", st)
+
+    def link_target(self, target: str) -> "Answer":
+        """Answer readlink."""
+        return Answer("link", target)
 
 
 class PathService(Service):
@@ -211,13 +224,67 @@ class PathService(Service):
         answer = self.path_call(PathCall("lstat", "stat", path))
         if isinstance(answer, Redirect):
             return self.lower.lstat(answer.path)
-        raise OSError(-answer if answer < 0 else errno.EIO, path)
+        if isinstance(answer, Answer) and answer.kind == "stat":
+            return answer.value
+        raise _error(answer, path)
 
     def readlink(self, path: str) -> str:
         answer = self.path_call(PathCall("readlink", "stat", path))
         if isinstance(answer, Redirect):
             return self.lower.readlink(answer.path)
-        raise OSError(-answer if answer < 0 else errno.EIO, path)
+        if isinstance(answer, Answer) and answer.kind == "link":
+            return answer.value
+        raise _error(answer, path)
 
     def attach(self) -> None:
         """Called when mounted, once `lower` is set; raise OSError to refuse."""
+
+
+class ServedFile:
+    """An open file whose data the service serves itself (no host file).
+
+    The process holds a placeholder descriptor in the band; its descriptor
+    calls come here. Offsets are kept by the view.
+    """
+
+    def read(self, size: int, offset: int) -> bytes:
+        raise OSError(errno.EISDIR, "not a regular file")
+
+    def write(self, data: bytes, offset: int) -> int:
+        raise OSError(errno.EBADF, "not writable")
+
+    def stat(self):
+        """An object with os.stat_result's st_* attributes."""
+        raise OSError(errno.EIO, "no attributes")
+
+    def truncate(self, size: int) -> None:
+        raise OSError(errno.EINVAL, "cannot truncate")
+
+    def readdir(self) -> list:
+        """[(name, d_type, inode)], '.' and '..' included."""
+        raise OSError(errno.ENOTDIR, "not a directory")
+
+    def fsync(self) -> None:
+        pass
+
+    def ioctl(self, request: int, arg: int, call) -> int:
+        raise OSError(errno.ENOTTY, "no ioctl")
+
+    def release(self) -> None:
+        """The last descriptor referring to this open file was closed."""
+
+
+class Answer:
+    """A path call answered with data rather than a redirect or an errno."""
+
+    __slots__ = ("kind", "value", "service")
+
+    def __init__(self, kind: str, value):
+        self.kind = kind        # "served" | "stat" | "link"
+        self.value = value
+        self.service = None     # set by the view: who answered
+
+
+def _error(answer, path: str) -> OSError:
+    err = -answer if isinstance(answer, int) and answer < 0 else errno.EINVAL
+    return OSError(err, os.strerror(err), path)

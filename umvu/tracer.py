@@ -54,6 +54,7 @@ class Process:
         self.syscall_insn: int | None = None
         self.data: dict = {}
         self.exited = False
+        self.fd_trapped = parent.fd_trapped if parent else False
 
     def __repr__(self):
         return f"<Process {self.pid}>"
@@ -130,6 +131,10 @@ class SyscallStop:
         """From an exit hook only: make the thread run one more syscall."""
         return self.tracer.run_syscall(self.thread, nr, args)
 
+    def tighten(self, spec: frozenset) -> None:
+        """From an exit hook only: trap spec in this process from now on."""
+        self.tracer.tighten_process(self.thread, spec)
+
 
 class Tracer:
     def __init__(self, handler):
@@ -139,6 +144,7 @@ class Tracer:
         self.filters: list[bytes] = []
         self.trapped: frozenset = frozenset()     # (nr, band args) pairs
         self.band = fd_band()
+        pc.lib.umvu_band = self.band
         self._early: dict[int, object] = {}     # stops of not-yet-announced children
         self._event = pc.new_event()
         self.on_trace = None                    # callable(stop, result) for --trace
@@ -404,9 +410,16 @@ class Tracer:
         self._install_filter(thread, restart=False)
         pc.try_ptrace(pc.PTRACE_CONT, thread.tid)
 
-    def _install_filter(self, thread: Thread, restart: bool) -> None:
+    def tighten_process(self, thread: Thread, spec: frozenset) -> None:
+        """From an exit stop: one more filter for this process (and the
+        children it will have) only, trapping spec unconditionally."""
+        bpf = seccomp_filter.build(spec, self.band)
+        self._install_filter(thread, restart=False, bpf=bpf)
+
+    def _install_filter(self, thread: Thread, restart: bool, bpf=None) -> None:
         proc = thread.process
-        bpf = self.filters[self.level]
+        private = bpf is not None
+        bpf = bpf or self.filters[self.level]
         try:
             sp = pc.getregs(thread.tid).rsp
             prog = (sp - 128 - len(bpf)) & ~15
@@ -424,8 +437,9 @@ class Tracer:
             return
         if res != 0:
             log.error("seccomp in %d returned %d", proc.pid, res)
-        proc.level = self.level
-        self._update_fast_events()
+        if not private:
+            proc.level = self.level
+            self._update_fast_events()
 
     def run_syscall(self, thread: Thread, nr: int, args: tuple,
                     restart: bool = False, stack: int | None = None) -> int | None:

@@ -20,9 +20,10 @@ import struct
 
 from . import ptrace_core as pc
 from . import syscall_table
-from .fsstate import OpenFile, ProcFs
+from . import served, structs
+from .fsstate import FdTable, OpenFile, ProcFs
 from .lowerview import LowerView
-from .module import PathCall, Redirect
+from .module import Answer, PathCall, Redirect
 from .pathwalk import MAGIC, Walker
 from .services import path_under as _under
 
@@ -33,6 +34,7 @@ AT_SYMLINK_NOFOLLOW = 0x100
 AT_EMPTY_PATH = 0x1000
 O_ACCMODE, O_CREAT, O_EXCL, O_TRUNC = 3, 0o100, 0o200, 0o1000
 O_NOFOLLOW, O_CLOEXEC, O_DIRECTORY = 0o400000, 0o2000000, 0o200000
+O_RDWR = 2
 F_DUPFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 2, 1030
 CLOSE_RANGE_UNSHARE, CLOSE_RANGE_CLOEXEC = 2, 4
 RESOLVE_NO_XDEV, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS = 1, 2, 4
@@ -41,6 +43,9 @@ KEY = "_vfs"
 NR_FCNTL = syscall_table.NR["fcntl"]
 NR_CLOSE = syscall_table.NR["close"]
 
+#: what a process traps once it holds a served descriptor below the band
+ALL_FD_CALLS = frozenset((sc.nr, ()) for sc in syscall_table.TABLE
+                         if sc.family in ("fd", "fdmeta", "fdattr"))
 #: op classes of single-path calls (see module.PathCall)
 OPS = {
     "stat": "stat", "lstat": "stat", "newfstatat": "stat", "statx": "stat",
@@ -90,11 +95,19 @@ class Vfs:
         self.services = view.services
         self.walker = Walker(self.services, self._magic)
         self._caller: ProcFs | None = None
+        self.served = served.ServedCalls(self)
         self.handlers = {}
+        self._fd_methods = {}
+        self._placeholders = 0
+        FdTable.on_release = self._released
         for sc in syscall_table.TABLE:
             method = getattr(self, "sys_" + sc.name, None)
             if method is None and (sc.name in OPS or sc.name in TWO_PATHS):
                 method = self.sys_path if sc.name in OPS else self.sys_two_paths
+            if sc.family in ("fd", "fdmeta", "fdattr") and sc.fd is not None \
+                    and sc.fd >= 0:
+                self._fd_methods[sc.nr] = method
+                method = self._fd_call
             if method is not None:
                 self.handlers[sc.nr] = method
 
@@ -122,7 +135,35 @@ class Vfs:
             new = proc.data[KEY] = st.exec()
             new.exe = getattr(proc, "pending_exe", None) or st.exe
             proc.pending_exe = None
+            if not self._shared(st.files, proc):
+                st.files.drop_all()
             self.sync(proc)
+
+    def on_exit(self, proc) -> None:
+        st = proc.data.get(KEY)
+        if st is not None and not self._shared(st.files, proc):
+            st.files.drop_all()
+
+    def _shared(self, files, proc) -> bool:
+        """Does a process other than proc use this descriptor table?"""
+        return any(p is not proc and p.data.get(KEY) is not None and
+                   p.data[KEY].files is files
+                   for p in self.view.tracer.processes.values())
+
+    def _released(self, entry: OpenFile) -> None:
+        """The last descriptor of an open file is gone."""
+        if entry.served is None:
+            return
+        ph = entry.private.get("ph_fd")
+        try:
+            if ph is not None:
+                served.write_back(entry, f"/proc/self/fd/{ph}")
+            entry.served.release()
+        except Exception:
+            log.exception("release of %s failed", entry.path)
+        finally:
+            if ph is not None:
+                os.close(ph)
 
     # ---- what the C fast path knows --------------------------------------------
     def sync(self, proc) -> None:
@@ -139,8 +180,10 @@ class Vfs:
             flags |= pc.TF_PYTHON
         if flags or st.exe:
             pc.lib.umvu_proc_virtual = 1
+        band = self.view.tracer.band
+        low = [fd for fd, _ in st.files if fd < band]
         for tid in proc.threads:
-            pc.set_thread(tid, proc.pid, flags, st.fs.cwd)
+            pc.set_thread(tid, proc.pid, flags, st.fs.cwd, low)
 
     def changed(self, st: ProcFs) -> None:
         """st's cwd, root or descriptors changed: re-sync all who share them."""
@@ -162,9 +205,10 @@ class Vfs:
         sc = syscall_table.BY_NR[nr]
         if sc.name in self.SLOW:
             return None
-        if sc.family in ("fdmeta", "fdattr") or sc.name in (
-                "getdents", "getdents64", "lseek"):
-            return (pc.FAST_FD, -1, -1, -1, -1, 0, -1, -1)
+        if sc.family in ("fd", "fdmeta", "fdattr"):
+            fd = sc.fd if sc.fd is not None else -1
+            fd2 = sc.fd2 if sc.fd2 is not None else -1
+            return (pc.FAST_FD, fd, -1, fd2, -1, 0, -1, -1)
         if sc.family != "path":
             return None
         path, at = (sc.path, sc.at) if sc.path is not None else (sc.path2, sc.at2)
@@ -271,8 +315,11 @@ class Vfs:
         final = Redirect(path)
         while service is not None:
             call.path = path
+            self._answered(service)
             answer = service.path_call(call)
             if not isinstance(answer, Redirect):
+                if isinstance(answer, Answer):
+                    answer.service = service
                 return answer
             final.listing = final.listing or answer.listing
             final.meta = final.meta or answer.meta
@@ -296,6 +343,10 @@ class Vfs:
         path = self._read_path(stop, args[pidx])
         dirfd = args[atidx] if atidx is not None else None
         if path == "" and sc.empty is not None and args[sc.empty] & AT_EMPTY_PATH:
+            entry = st.files.get(_signed32(dirfd)) if dirfd is not None else None
+            if entry is not None and entry.served is not None and name in (
+                    "newfstatat", "statx"):
+                return self.served.fstatat_empty(stop, entry, name)
             return None                 # the fd itself: a real descriptor
         op = OPS[name]
         flags = self._open_flags(name, args) if op == "open" else 0
@@ -317,10 +368,14 @@ class Vfs:
             return None
         if res.error:
             return -res.error
-        final = self._final(res, self._path_call(name, op, res.path, flags,
-                                                 args, stop.process.pid))
+        call = self._path_call(name, op, res.path, flags, args, stop.process.pid)
+        if name in ("symlink", "symlinkat"):
+            call.link = self._read_path(stop, args[0])
+        final = self._final(res, call)
         if isinstance(final, int):
             return final
+        if isinstance(final, Answer):
+            return self._answer(stop, st, sc, name, res, final, flags, pidx, atidx)
         host = final.path
         if res.trailing_slash and not host.endswith("/"):
             host += "/"
@@ -375,6 +430,100 @@ class Vfs:
         self._rewrite(stop, sc.path, final.path, sc.at)
         stop.process.pending_exe = res.path
         return None
+
+    def _answer(self, stop, st, sc, name, res, answer, flags, pidx, atidx):
+        """A service answered with data: write it where the call wants it."""
+        args = stop.args
+        if answer.kind == "link":
+            if name not in ("readlink", "readlinkat"):
+                return -errno.EINVAL
+            return self._answer_readlink(stop, args[pidx + 1], args[pidx + 2],
+                                         answer.value)
+        if answer.kind == "stat" and name in ("execve", "execveat"):
+            opened = answer.service.path_call(PathCall(
+                "open", "open", res.path, flags=0, pid=stop.process.pid))
+            if not isinstance(opened, Answer) or opened.kind != "served":
+                return opened if isinstance(opened, int) else -errno.EACCES
+            answer = opened
+        elif answer.kind == "stat":
+            if name in STAT_LAYOUT:
+                index, layout = STAT_LAYOUT[name]
+                pack = structs.pack_statx if layout == "statx" else structs.pack_stat
+                stop.write(args[index], pack(answer.value))
+                return 0
+            if name == "chdir":
+                return self._chdir_served(stop, st, res, answer.value)
+            if name in ("access", "faccessat", "faccessat2"):
+                return 0
+            return -errno.ENOTSUP
+        # served
+        if name in ("execve", "execveat"):
+            exe = os.path.join(self.view.tmpdir, f"exec-{stop.process.pid}")
+            served.materialize(answer.value, exe)
+            answer.value.release()
+            stop.process.pending_exe = res.path
+            self._rewrite(stop, pidx, exe, atidx)
+            return None
+        if name not in ("open", "openat", "creat", "openat2"):
+            return -errno.ENOTSUP
+        self._placeholders += 1
+        ph = os.path.join(self.view.tmpdir, f"served-{self._placeholders}")
+        open(ph, "wb").close()
+        self._rewrite(stop, pidx, ph, atidx)
+        flag_at = {"open": 1, "openat": 2}.get(name)
+        if flag_at is not None:
+            stop.set_arg(flag_at, O_RDWR | (flags & O_CLOEXEC))
+        elif name == "creat":
+            return -errno.ENOTSUP
+        else:                                       # openat2: struct open_how
+            stop.set_arg(2, stop.scratch(struct.pack("QQQ", O_RDWR | (flags & O_CLOEXEC),
+                                                     0, 0)))
+        open_file = OpenFile(res.path, answer.service, flags & ~O_CLOEXEC, ph,
+                             served=answer.value)
+        def opened(fd):
+            os.unlink(ph)
+            if fd < 0:
+                answer.value.release()
+                return None
+            cloexec = bool(flags & O_CLOEXEC)
+            moved = self._to_band(stop, fd, cloexec)
+            st.files.add(moved, open_file, cloexec)
+            self._below_band(stop, st, moved)
+            self.changed(st)
+            return moved if moved != fd else None
+        stop.on_exit(opened)
+        return None
+
+    def _answered(self, service) -> None:
+        """For --trace: who shaped this call."""
+        module = getattr(service, "module", None)
+        self.view.answered_by = module.name if module is not None else "umvu"
+
+    def _chdir_served(self, stop, st, res, attrs):
+        if not stat.S_ISDIR(attrs.st_mode):
+            return -errno.ENOTDIR
+        self._rewrite(stop, 0, self.view.tmpdir, None)
+        stop.on_exit(lambda r, p=res.path: self._set_cwd(st, p, r))
+        return None
+
+    def _fd_call(self, stop, st, sc):
+        """A descriptor call on a band descriptor: served files answer here;
+        the rest keeps the mirror up to date."""
+        entry = st.files.get(_signed32(stop.args[sc.fd]))
+        if (entry is None or entry.served is None) and sc.fd2 is not None:
+            entry = st.files.get(_signed32(stop.args[sc.fd2]))
+        if entry is not None and entry.served is not None:
+            self._answered(entry.service)
+            result = self.served.handle(sc.name, stop, st, entry)
+            if result is not None:
+                return result
+            if sc.name == "mmap":
+                ph = entry.private.get("ph_fd")
+                if ph is None and entry.private.get("write_back"):
+                    entry.private["ph_fd"] = os.open(
+                        f"/proc/{stop.process.pid}/fd/{_signed32(stop.args[4])}", os.O_RDWR)
+        method = self._fd_methods.get(stop.nr)
+        return method(stop, st, sc) if method is not None else None
 
     @staticmethod
     def _open_flags(name: str, args) -> int:
@@ -560,10 +709,22 @@ class Vfs:
         def done(result):
             if result >= 0:
                 st.files.dup(old, result if new is None else new, cloexec)
+                self._below_band(stop, st, result)
                 self.changed(st)
             return None
         stop.on_exit(done)
         return None
+
+    def _below_band(self, stop, st, fd: int) -> None:
+        """A served file (or merged listing) got a descriptor below the band,
+        where filters let calls through: from now on this process traps
+        every descriptor call, and the C core lets the ordinary ones go."""
+        entry = st.files.get(fd)
+        if entry is None or fd >= self.view.tracer.band or stop.process.fd_trapped \
+                or (entry.served is None and entry.listing is None):
+            return
+        stop.tighten(ALL_FD_CALLS)
+        stop.process.fd_trapped = True
 
     def sys_dup(self, stop, st, sc):
         return self._dup_hook(stop, st, _signed32(stop.args[0]), None, False)
@@ -607,22 +768,13 @@ class Vfs:
             return None
         if entry.entries is None:
             entry.entries = list(entry.listing())
-        out = bytearray()
-        size = stop.args[2] & 0xffffffff
-        while entry.pos < len(entry.entries):
-            name, dtype, ino = entry.entries[entry.pos]
-            raw = os.fsencode(name) + b"\0"
-            reclen = (19 + len(raw) + 7) & ~7
-            if len(out) + reclen > size:
-                break
-            rec = struct.pack("QqHB", ino, entry.pos + 1, reclen, dtype) + raw
-            out += rec + b"\0" * (reclen - len(rec))
-            entry.pos += 1
-        if not out and entry.pos < len(entry.entries):
+        data, entry.pos = structs.pack_dirents(entry.entries, entry.pos,
+                                               stop.args[2] & 0xffffffff)
+        if not data and entry.pos < len(entry.entries):
             return -errno.EINVAL
-        if out:
-            stop.write(stop.args[1], bytes(out))
-        return len(out)
+        if data:
+            stop.write(stop.args[1], data)
+        return len(data)
 
     def sys_getdents(self, stop, st, sc):
         entry = st.files.get(_signed32(stop.args[0]))

@@ -1,0 +1,255 @@
+"""Descriptor calls on served files: the process holds a placeholder (an
+unlinked empty file, moved into the band) and every call on it is answered
+here from the service's ServedFile. Offsets live in the OpenFile, shared by
+dup'ed descriptors as the kernel shares file offsets."""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+
+from . import structs
+
+O_ACCMODE, O_WRONLY, O_RDWR, O_APPEND, O_NONBLOCK = 3, 1, 2, 0o2000, 0o4000
+SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE = 0, 1, 2, 3, 4
+F_GETFL, F_SETFL = 3, 4
+MAP_SHARED = 1
+PROT_WRITE = 2
+MAX_IO = 1 << 24            # one call moves at most this much
+
+
+def _readable(entry) -> bool:
+    return entry.flags & O_ACCMODE != O_WRONLY
+
+
+def _writable(entry) -> bool:
+    return entry.flags & O_ACCMODE in (O_WRONLY, O_RDWR)
+
+
+class ServedCalls:
+    """name -> handler(stop, entry); None lets the kernel run the call on the
+    placeholder (close, dup, fcntl F_SETFD...)."""
+
+    def __init__(self, vfs):
+        self.vfs = vfs
+
+    def handle(self, name: str, stop, st, entry):
+        method = getattr(self, "sys_" + name, None)
+        if method is None:
+            return None
+        return method(stop, entry)
+
+    # ---- data ----------------------------------------------------------------
+    def _read_into(self, stop, entry, buf: int, size: int, offset: int) -> int:
+        if not _readable(entry):
+            return -errno.EBADF
+        data = entry.served.read(min(size, MAX_IO), offset)
+        if data:
+            stop.write(buf, data)
+        return len(data)
+
+    def _write_from(self, stop, entry, buf: int, size: int, offset: int) -> int:
+        if not _writable(entry):
+            return -errno.EBADF
+        data = stop.read(buf, min(size, MAX_IO)) if size else b""
+        return entry.served.write(data, offset)
+
+    def sys_read(self, stop, entry):
+        n = self._read_into(stop, entry, stop.args[1], stop.args[2], entry.pos)
+        if n > 0:
+            entry.pos += n
+        return n
+
+    def sys_pread64(self, stop, entry):
+        return self._read_into(stop, entry, stop.args[1], stop.args[2], stop.args[3])
+
+    def sys_write(self, stop, entry):
+        if entry.flags & O_APPEND:
+            entry.pos = entry.served.stat().st_size
+        n = self._write_from(stop, entry, stop.args[1], stop.args[2], entry.pos)
+        if n > 0:
+            entry.pos += n
+        return n
+
+    def sys_pwrite64(self, stop, entry):
+        return self._write_from(stop, entry, stop.args[1], stop.args[2], stop.args[3])
+
+    def _vector(self, stop, entry, offset, write: bool):
+        total, pos = 0, entry.pos if offset is None else offset
+        if write and offset is None and entry.flags & O_APPEND:
+            pos = entry.served.stat().st_size
+        for base, length in structs.read_iovec(stop, stop.args[1], stop.args[2]):
+            if not length:
+                continue
+            io = self._write_from if write else self._read_into
+            n = io(stop, entry, base, length, pos)
+            if n < 0:
+                return n if total == 0 else total
+            total += n
+            pos += n
+            if n < length:
+                break
+        if offset is None:
+            entry.pos = pos
+        return total
+
+    def sys_readv(self, stop, entry):
+        return self._vector(stop, entry, None, False)
+
+    def sys_writev(self, stop, entry):
+        return self._vector(stop, entry, None, True)
+
+    def sys_preadv(self, stop, entry):
+        return self._vector(stop, entry, stop.args[3], False)
+
+    def sys_pwritev(self, stop, entry):
+        return self._vector(stop, entry, stop.args[3], True)
+
+    def sys_preadv2(self, stop, entry):
+        off = stop.args[3]
+        return self._vector(stop, entry, None if off == (1 << 64) - 1 else off, False)
+
+    def sys_pwritev2(self, stop, entry):
+        off = stop.args[3]
+        return self._vector(stop, entry, None if off == (1 << 64) - 1 else off, True)
+
+    def sys_lseek(self, stop, entry):
+        offset = struct.unpack("q", struct.pack("Q", stop.args[1]))[0]
+        whence = stop.args[2] & 0xffffffff
+        if entry.listing is not None:               # a directory: rewinddir
+            if whence != SEEK_SET:
+                return -errno.EINVAL
+            entry.pos = offset
+            return offset
+        size = entry.served.stat().st_size
+        if whence == SEEK_SET:
+            new = offset
+        elif whence == SEEK_CUR:
+            new = entry.pos + offset
+        elif whence == SEEK_END:
+            new = size + offset
+        elif whence in (SEEK_DATA, SEEK_HOLE):
+            if offset >= size:
+                return -errno.ENXIO
+            new = offset if whence == SEEK_DATA else size
+        else:
+            return -errno.EINVAL
+        if new < 0:
+            return -errno.EINVAL
+        entry.pos = new
+        return new
+
+    # ---- attributes -------------------------------------------------------------
+    def sys_fstat(self, stop, entry):
+        stop.write(stop.args[1], structs.pack_stat(entry.served.stat()))
+        return 0
+
+    def fstatat_empty(self, stop, entry, name: str):
+        """newfstatat/statx on the descriptor itself (AT_EMPTY_PATH)."""
+        st = entry.served.stat()
+        if name == "statx":
+            stop.write(stop.args[4], structs.pack_statx(st))
+        else:
+            stop.write(stop.args[2], structs.pack_stat(st))
+        return 0
+
+    def sys_ftruncate(self, stop, entry):
+        if not _writable(entry):
+            return -errno.EINVAL
+        entry.served.truncate(stop.args[1])
+        return 0
+
+    def sys_fsync(self, stop, entry):
+        entry.served.fsync()
+        return 0
+
+    sys_fdatasync = sys_fsync
+
+    def sys_ioctl(self, stop, entry):
+        return entry.served.ioctl(stop.args[1] & 0xffffffff, stop.args[2], stop)
+
+    def sys_fcntl(self, stop, entry):
+        cmd = stop.args[1] & 0xffffffff
+        if cmd == F_GETFL:
+            return entry.flags & ~0o2000000     # O_CLOEXEC is a descriptor flag
+        if cmd == F_SETFL:
+            keep = entry.flags & ~(O_APPEND | O_NONBLOCK)
+            entry.flags = keep | (stop.args[2] & (O_APPEND | O_NONBLOCK))
+            return 0
+        return None                 # F_SETFD, locks, F_DUPFD: on the placeholder
+
+    def sys_getdents64(self, stop, entry):
+        if entry.listing is None:
+            entry.listing = entry.served.readdir
+        return None             # the view's getdents64 serves the listing
+
+    def sys_getdents(self, stop, entry):
+        return -errno.ENOSYS
+
+    def sys_fallocate(self, stop, entry):
+        return -errno.EOPNOTSUPP
+
+    def _nothing(self, stop, entry):
+        return 0
+
+    sys_flock = sys_fadvise64 = sys_readahead = sys_syncfs = _nothing
+
+    def sys_sendfile(self, stop, entry):
+        return -errno.EINVAL        # callers fall back to read/write
+
+    sys_splice = sys_tee = sys_vmsplice = sys_sendfile
+
+    def sys_copy_file_range(self, stop, entry):
+        return -errno.EXDEV
+
+    def sys_fstatfs(self, stop, entry):
+        return -errno.ENOSYS
+
+    # ---- memory maps ------------------------------------------------------------
+    def sys_mmap(self, stop, entry):
+        """The kernel maps the placeholder once it holds the file's data."""
+        fill_placeholder(stop.process.pid, stop.args[4] & 0xffffffff, entry)
+        if stop.args[3] & MAP_SHARED and stop.args[2] & PROT_WRITE:
+            entry.private["write_back"] = True
+        return None
+
+
+def fill_placeholder(pid: int, fd: int, entry) -> None:
+    st = entry.served.stat()
+    with open(f"/proc/{pid}/fd/{fd}", "r+b") as ph:
+        ph.truncate(0)
+        offset = 0
+        while offset < st.st_size:
+            chunk = entry.served.read(min(1 << 20, st.st_size - offset), offset)
+            if not chunk:
+                break
+            ph.write(chunk)
+            offset += len(chunk)
+    entry.private["placeholder"] = f"/proc/{pid}/fd/{fd}"
+
+
+def write_back(entry, path: str) -> None:
+    """A shared writable mapping's changes go back to the service."""
+    try:
+        with open(path, "rb") as ph:
+            data = ph.read()
+    except OSError:
+        return
+    entry.served.truncate(len(data))
+    if data:
+        entry.served.write(data, 0)
+
+
+def materialize(file, path: str) -> None:
+    """A served file copied to a host file (for exec)."""
+    st = file.stat()
+    with open(path, "wb") as out:
+        offset = 0
+        while offset < st.st_size:
+            chunk = file.read(min(1 << 20, st.st_size - offset), offset)
+            if not chunk:
+                break
+            out.write(chunk)
+            offset += len(chunk)
+    os.chmod(path, 0o700)
