@@ -249,6 +249,34 @@ int umvu_wait(struct umvu_event *ev)
     }
 }
 
+volatile int umvu_wake;
+
+/* Like umvu_wait, but for at most timeout_us, and returning -EAGAIN early
+ * when a worker thread sets umvu_wake (it has finished a deferred call). */
+int umvu_wait_poll(struct umvu_event *ev, long timeout_us)
+{
+    unsigned long end = now_ns() + (unsigned long)timeout_us * 1000UL;
+    for (;;) {
+        int status;
+        int tid = waitpid(-1, &status, __WALL | WNOHANG);
+        if (tid < 0)
+            return -errno;
+        if (tid > 0) {
+            if (!decode(tid, status, ev, 1))
+                return 0;
+            continue;
+        }
+        if (umvu_wake) {
+            umvu_wake = 0;
+            return -EAGAIN;
+        }
+        if (now_ns() >= end)
+            return -EAGAIN;
+        struct timespec nap = { 0, 20000 };
+        nanosleep(&nap, NULL);
+    }
+}
+
 /* Wait for one thread only (used while running code inside that thread). */
 int umvu_wait_tid(int tid, struct umvu_event *ev)
 {

@@ -94,6 +94,8 @@ extern int umvu_watch_pid;      /* its exit always returns to Python */
 
 unsigned long umvu_clone_flags(int tid);
 int umvu_wait(struct umvu_event *ev);
+int umvu_wait_poll(struct umvu_event *ev, long timeout_us);
+extern volatile int umvu_wake;  /* set by a worker: a deferred call is done */
 int umvu_wait_tid(int tid, struct umvu_event *ev);
 long umvu_ptrace(int req, int tid, unsigned long addr, unsigned long data);
 int umvu_getregs(int tid, struct umvu_regs *regs);

@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,9 @@ int umvu_proc_virtual;              /* some process has virtual cwd/fd/exe */
 int umvu_band = 1 << 30;            /* first descriptor of the band */
 unsigned long umvu_fast_paths, umvu_fast_fds;
 
+/* Python's worker threads update the tables while the tracer's thread
+ * reads them in the wait loop. */
+static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct thread_entry threads[TABLE_SIZE];
 static char **mounts;
 static size_t *mount_len;
@@ -57,8 +61,20 @@ static struct thread_entry *lookup(int tid)
     return NULL;
 }
 
+static int set_thread(int tid, int tgid, int flags, const char *cwd,
+                      const int *low, int nlow);
+
 int umvu_set_thread(int tid, int tgid, int flags, const char *cwd,
                     const int *low, int nlow)
+{
+    pthread_mutex_lock(&table_lock);
+    int r = set_thread(tid, tgid, flags, cwd, low, nlow);
+    pthread_mutex_unlock(&table_lock);
+    return r;
+}
+
+static int set_thread(int tid, int tgid, int flags, const char *cwd,
+                      const int *low, int nlow)
 {
     struct thread_entry *e = lookup(tid);
     if (!e) {
@@ -89,15 +105,27 @@ int umvu_set_thread(int tid, int tgid, int flags, const char *cwd,
 
 void umvu_forget_thread(int tid)
 {
+    pthread_mutex_lock(&table_lock);
     struct thread_entry *e = lookup(tid);
     if (e) {
         free(e->cwd);
         e->cwd = NULL;
         e->tid = -1;
     }
+    pthread_mutex_unlock(&table_lock);
 }
 
+static int set_mounts(char **paths, int n);
+
 int umvu_set_mounts(char **paths, int n)
+{
+    pthread_mutex_lock(&table_lock);
+    int r = set_mounts(paths, n);
+    pthread_mutex_unlock(&table_lock);
+    return r;
+}
+
+static int set_mounts(char **paths, int n)
 {
     for (int i = 0; i < nmounts; i++)
         free(mounts[i]);
@@ -297,8 +325,20 @@ static int fd_is_plain(const struct thread_entry *t, long fd)
     return 1;
 }
 
+static int fast_decide(int tid, long nr, const unsigned long *args);
+
 /* Called at a seccomp stop: 1 when the call can run in the kernel untouched. */
 int umvu_fast_decide(int tid, long nr, const unsigned long *args)
+{
+    if (nr < 0 || nr >= UMVU_NR_MAX || umvu_nrinfo[nr].kind == UMVU_FAST_PYTHON)
+        return 0;
+    pthread_mutex_lock(&table_lock);
+    int r = fast_decide(tid, nr, args);
+    pthread_mutex_unlock(&table_lock);
+    return r;
+}
+
+static int fast_decide(int tid, long nr, const unsigned long *args)
 {
     if (nr < 0 || nr >= UMVU_NR_MAX)
         return 0;

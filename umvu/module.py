@@ -28,6 +28,12 @@ from typing import Any
 KERNEL = None
 
 
+class WouldBlock(Exception):
+    """Raised by a service that must wait (for a FUSE daemon, say) while
+    running on the tracer's thread: the view then runs the whole call again
+    on a worker thread, where waiting is allowed."""
+
+
 def syscall(*names: str):
     """Mark a method as the handler of the named syscalls."""
     def mark(func):
@@ -90,10 +96,17 @@ class Service:
         self.flags = flags
         self.options = options
         self.epoch = 0          # set by the service table
+        self.view = getattr(module, "view", None)
 
     def confirm(self, path: str) -> bool:
         """False lets an older service (or the kernel) answer for path."""
         return True
+
+    def may_wait(self) -> None:
+        """Call before waiting for anything: raises WouldBlock on the
+        tracer's thread, so the call moves to a worker thread."""
+        if self.view is not None:
+            self.view.may_wait()
 
     def __repr__(self):
         return (f"<{type(self).__name__} {self.fstype} {self.source} on "

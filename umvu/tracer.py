@@ -12,9 +12,11 @@ It knows nothing of modules. It reports to a *handler* object:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import logging
+import queue
 import resource
 import signal
 import struct
@@ -33,6 +35,9 @@ SECCOMP_FILTER_FLAG_TSYNC = 1
 CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_THREAD = 0x100, 0x200, 0x400, 0x10000
 CLONE_VFORK = 0x4000
 U64 = (1 << 64) - 1
+#: returned by handler.on_syscall: the thread stays stopped; a worker will
+#: answer through Tracer.post()
+DEFER = object()
 #: fast-path entry: the C core resumes the call by itself
 FAST_RESUME = (pc.FAST_RESUME, -1, -1, -1, -1, 0, -1, -1)
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -149,6 +154,9 @@ class Tracer:
         self._event = pc.new_event()
         self.on_trace = None                    # callable(stop, result) for --trace
         self.current_thread: Thread | None = None   # the one in on_syscall
+        self.lock = contextlib.nullcontext()      # the handler's, if it has workers
+        self.completions: queue.SimpleQueue = queue.SimpleQueue()
+        self.deferred = 0
 
     # ---- filters ---------------------------------------------------------
     @property
@@ -220,15 +228,35 @@ class Tracer:
         """Serve events until no tracee is left or `until()` is true."""
         ev = self._event
         while not until():
-            ret = pc.lib.umvu_wait(ev)
-            self._replay()
-            if ret == -errno.EINTR:
-                continue
-            if ret == -errno.ECHILD:
-                return
-            pc.check(ret)
-            if ev.kind != pc.EV_JOURNAL_FULL:
-                self._dispatch(ev)
+            if self.deferred:
+                ret = pc.lib.umvu_wait_poll(ev, 2000)
+            else:
+                ret = pc.lib.umvu_wait(ev)
+            with self.lock:
+                self._replay()
+                self._complete_deferred()
+                if ret in (-errno.EINTR, -errno.EAGAIN):
+                    continue
+                if ret == -errno.ECHILD and not self.deferred:
+                    return
+                if ret == -errno.ECHILD:
+                    continue
+                pc.check(ret)
+                if ev.kind != pc.EV_JOURNAL_FULL:
+                    self._dispatch(ev)
+
+    # ---- calls answered later, by a worker thread ----------------------------
+    def post(self, stop: "SyscallStop", result) -> None:
+        """From a worker: the deferred stop is answered (see DEFER)."""
+        self.completions.put((stop, result))
+        pc.lib.umvu_wake = 1
+
+    def _complete_deferred(self) -> None:
+        while not self.completions.empty():
+            stop, result = self.completions.get()
+            self.deferred -= 1
+            if self.threads.get(stop.tid) is stop.thread:
+                self._finish(stop, result)
 
     def _replay(self) -> None:
         """Book-keep the process events the C core handled on its own."""
@@ -286,6 +314,14 @@ class Tracer:
             result = self.handler.on_syscall(stop)
         finally:
             self.current_thread = None
+        if result is DEFER:
+            self.deferred += 1          # stays stopped until post()
+            return
+        self._finish(stop, result)
+
+    def _finish(self, stop: "SyscallStop", result) -> None:
+        """Answer (or let run) a trapped call and resume its thread."""
+        thread = stop.thread
         if self.on_trace is not None:
             self.on_trace(stop, result)
         tid = thread.tid

@@ -13,15 +13,18 @@ import logging
 import os
 import traceback
 
+import contextlib
 import shutil
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from . import control, loader, seccomp_filter, syscall_table
 from .lowerview import LowerView
-from .module import Call, Module, PathService, Service
+from .module import Call, Module, PathService, Service, WouldBlock
 from .procmounts import ProcMounts
 from .services import ServiceTable, path_under
-from .tracer import FAST_RESUME, Tracer, signed
+from .tracer import DEFER, FAST_RESUME, Tracer, signed
 from .vfs import Vfs
 
 log = logging.getLogger("umvu")
@@ -40,6 +43,9 @@ class View:
         self.handlers: dict[int, list] = {}      # nr -> [(module, method)], newest first
         self.debug_tags: set[str] = set()
         self.answered_by = "kernel"              # for --trace
+        self.lock = threading.Lock()
+        self.tracer.lock = self.lock
+        self._pool = None                        # worker threads, made on demand
         self.tmpdir = tempfile.mkdtemp(prefix="umvu-")
         self.vfs = Vfs(self)
         self.services.add(ProcMounts(self))
@@ -82,8 +88,50 @@ class View:
     def on_exit(self, proc) -> None:
         proc.data.clear()
 
+    # ---- waiting: worker threads ------------------------------------------
+    def may_wait(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            raise WouldBlock()
+
+    @contextlib.contextmanager
+    def unlocked(self):
+        """Wait without holding the view: the tracer serves other calls."""
+        self.lock.release()
+        try:
+            yield
+        finally:
+            self.lock.acquire()
+
+    def submit(self, func, *args):
+        """Run func on a worker thread, holding the view while it runs."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(16, thread_name_prefix="umvu-worker")
+
+        def locked():
+            with self.lock:
+                return func(*args)
+        return self._pool.submit(locked)
+
+    def _defer(self, stop):
+        def work():
+            stop.new_args.clear()
+            stop.exit_hook = None
+            try:
+                result = self._dispatch(stop)
+            except WouldBlock:
+                result = -errno.EIO
+            self.tracer.post(stop, result)
+        self.submit(work)
+        return DEFER
+
     # ---- dispatch ----------------------------------------------------------
     def on_syscall(self, stop) -> int | None:
+        try:
+            return self._dispatch(stop)
+        except WouldBlock:
+            return self._defer(stop)
+
+    def _dispatch(self, stop) -> int | None:
         self.answered_by = "kernel"
         nr = stop.nr
         try:
@@ -108,6 +156,8 @@ class View:
             return None
         except OSError as exc:
             return -(exc.errno or errno.EIO)
+        except WouldBlock:
+            raise
         except Exception:
             log.error("%s failed in %s (the call returns EIO):\n%s",
                       self.answered_by, syscall_table.name_of(nr),
@@ -120,6 +170,8 @@ class View:
             return method(call)
         except OSError as exc:
             return -(exc.errno or errno.EIO)
+        except WouldBlock:
+            raise
         except Exception:
             log.error("module %s failed in %s (the call returns EIO):\n%s",
                       module.name, call.name, traceback.format_exc().rstrip())
@@ -320,4 +372,6 @@ class View:
             except Exception:
                 log.error("module %s failed in fini:\n%s", module.name,
                           traceback.format_exc())
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         shutil.rmtree(self.tmpdir, ignore_errors=True)
