@@ -83,7 +83,6 @@ static int get_info(int tid, struct umvu_event *ev)
 struct umvu_journal_entry umvu_journal[UMVU_JOURNAL_MAX];
 int umvu_journal_len;
 int umvu_fast_events;
-int umvu_watch_pid;
 
 unsigned long umvu_clone_flags(int tid)
 {
@@ -146,7 +145,7 @@ static int fast_event(struct umvu_event *ev)
     case UMVU_EV_EXITED:
         umvu_forget_thread(tid);
         journal(ev->kind, ev, 0);
-        return tid != umvu_watch_pid;
+        return 0;               /* Python decides when the view is done */
     }
     return 0;
 }

@@ -65,9 +65,9 @@ extern struct umvu_nrinfo umvu_nrinfo[512];
 /* per-thread flags (umvu_set_thread) */
 #define UMVU_TF_CWD 1           /* cwd is virtual                              */
 #define UMVU_TF_VFDS 2          /* the fd table holds virtual descriptors      */
+                                /* (which ones: the list of umvu_set_thread)   */
 #define UMVU_TF_PYTHON 4        /* always ask Python (chroot...)               */
 extern int umvu_proc_virtual;
-extern int umvu_band;
 extern unsigned long umvu_fast_resumed, umvu_fast_paths, umvu_fast_fds;
 
 int umvu_set_thread(int tid, int tgid, int flags, const char *cwd,
@@ -90,7 +90,6 @@ struct umvu_journal_entry {
 extern struct umvu_journal_entry umvu_journal[256];
 extern int umvu_journal_len;
 extern int umvu_fast_events;
-extern int umvu_watch_pid;      /* its exit always returns to Python */
 
 unsigned long umvu_clone_flags(int tid);
 int umvu_wait(struct umvu_event *ev);

@@ -27,14 +27,13 @@ struct thread_entry {
     int tid;                        /* 0: free, -1: deleted */
     int tgid;
     int flags;
-    int nlow;                       /* virtual descriptors below the band */
+    int nlow;                       /* descriptors the view mirrors */
     int low[LOWFDS];
     char *cwd;
 };
 
 struct umvu_nrinfo umvu_nrinfo[UMVU_NR_MAX];
 int umvu_proc_virtual;              /* some process has virtual cwd/fd/exe */
-int umvu_band = 1 << 30;            /* first descriptor of the band */
 unsigned long umvu_fast_paths, umvu_fast_fds;
 
 /* Python's worker threads update the tables while the tracer's thread
@@ -312,13 +311,9 @@ static int path_is_plain(const struct thread_entry *t, int dirfd, const char *pa
     return !proc_special(w.cur);
 }
 
-/* A descriptor the view does not serve or mirror. Calls on band
- * descriptors are trapped only when one is virtual; calls on low ones only
- * in processes that copied a virtual descriptor down there. */
+/* A descriptor the view does not mirror: the kernel's answer is the view's. */
 static int fd_is_plain(const struct thread_entry *t, long fd)
 {
-    if (fd >= umvu_band)
-        return !(t->flags & UMVU_TF_VFDS);
     for (int i = 0; i < t->nlow; i++)
         if (t->low[i] == fd)
             return 0;

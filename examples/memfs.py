@@ -123,7 +123,7 @@ class MemService(PathService):
 class MemFs(Module):
     name = "memfs"
     description = "a file system in memory"
-    families = ("path", "fd", "fdmeta", "fdattr")
+    families = ("path",)
 
     def mount(self, source, target, fstype, flags, options, caller):
         return MemService(self, source, target, fstype, flags, options)

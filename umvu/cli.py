@@ -131,10 +131,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from .view import View          # the C extension loads here
     view = View(args.viewname)
+    view.env = env
     if args.trace:
         from .trace_log import attach
         attach(view)
-    child_sigs = _child_signals()
+    child_sigs = view.child_signals = _child_signals()
     for sig in (signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_IGN)
     root = None
@@ -150,9 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             proc = view.spawn("/bin/sh", ["/bin/sh", rc], env, child_sigs)
             view.tracer.run(until=lambda: proc.exited)
         root = view.spawn(path, command, env, child_sigs)
-        view.tracer.run()
+        view.tracer.run(until=view.only_helpers_left)
     finally:
         view.shutdown()
+    view.tracer.run()               # helpers (FUSE daemons) finish
     return exit_code(root.status)
 
 

@@ -31,6 +31,8 @@ class OpenFile:
     host: str = ""              # the real file the kernel opened
     listing: object = None      # callable -> entries, for merged directories
     served: object = None       # a ServedFile: the service answers its calls
+    trap: bool = False          # the service wants its descriptor calls
+    meta: dict | None = None    # stat fields the service shows instead
     entries: list | None = None
     pos: int = 0
     refs: int = 0               # descriptors referring to it, in all tables

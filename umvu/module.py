@@ -120,6 +120,8 @@ class Module:
     families: tuple[str, ...] = ()
     #: more syscalls, by name, trapped while loaded
     syscalls: tuple[str, ...] = ()
+    #: more mount types this module takes (exactly, or as TYPE.subtype)
+    fstypes: tuple[str, ...] = ()
 
     def __init__(self, view):
         self.view = view
@@ -168,14 +170,16 @@ class Module:
 class Redirect:
     """Answer of a path call: run it on these paths of the older view."""
 
-    __slots__ = ("path", "path2", "listing", "meta")
+    __slots__ = ("path", "path2", "listing", "meta", "trap_fd")
 
     def __init__(self, path: str, path2: str | None = None, listing=None,
-                 meta: dict | None = None):
+                 meta: dict | None = None, trap_fd: bool = False):
         self.path = path
         self.path2 = path2
         self.listing = listing      # callable -> [(name, d_type, ino)] for merged dirs
         self.meta = meta            # st_mode/st_uid/st_gid/st_rdev shown by stat calls
+        self.trap_fd = trap_fd      # an open: the service wants the descriptor's
+                                    # metadata calls (fd_modify) and fstat
 
 
 class PathCall:
@@ -189,7 +193,7 @@ class PathCall:
     """
 
     __slots__ = ("name", "op", "path", "path2", "flags", "mode", "pid",
-                 "uid", "gid", "dev", "link")
+                 "uid", "gid", "dev", "link", "length")
 
     def __init__(self, name, op, path, path2=None, flags=0, mode=0, pid=0,
                  uid=-1, gid=-1, dev=0):
@@ -204,10 +208,11 @@ class PathCall:
         self.gid = gid
         self.dev = dev              # for mknod
         self.link = ""              # for symlink: the link's content
+        self.length = 0             # for truncate
 
     def redirect(self, path: str, path2: str | None = None, listing=None,
-                 meta: dict | None = None) -> Redirect:
-        return Redirect(path, path2, listing, meta)
+                 meta: dict | None = None, trap_fd: bool = False) -> Redirect:
+        return Redirect(path, path2, listing, meta, trap_fd)
 
     def serve(self, file: "ServedFile") -> "Answer":
         """Answer an open (or exec, chdir) with a file the service serves."""
@@ -256,8 +261,9 @@ class PathService(Service):
 class ServedFile:
     """An open file whose data the service serves itself (no host file).
 
-    The process holds a placeholder descriptor in the band; its descriptor
-    calls come here. Offsets are kept by the view.
+    The process holds a placeholder descriptor (and traps its descriptor
+    calls from then on); the calls on it come here. Offsets are kept by the
+    view.
     """
 
     def read(self, size: int, offset: int) -> bytes:

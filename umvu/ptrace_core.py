@@ -128,11 +128,11 @@ def set_mounts(paths: list[str]) -> None:
     check(lib.umvu_set_mounts(arr, len(paths)))
 
 
-def set_thread(tid: int, tgid: int, flags: int, cwd: str, low=()) -> None:
+def set_thread(tid: int, tgid: int, flags: int, cwd: str, fds=()) -> None:
     """What the C core knows of a thread: its process, TF_* flags, cwd and
-    the virtual descriptors it has below the band."""
+    the descriptors the view mirrors (more than 16: TF_PYTHON)."""
     check(lib.umvu_set_thread(tid, tgid, flags, os.fsencode(cwd),
-                              ffi.new("int[]", list(low) or [0]), len(low)))
+                              ffi.new("int[]", list(fds) or [0]), len(fds)))
 
 
 def spawn(path: str, argv: list[str], env: dict[str, str], bpf: bytes,

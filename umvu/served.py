@@ -1,5 +1,5 @@
 """Descriptor calls on served files: the process holds a placeholder (an
-unlinked empty file, moved into the band) and every call on it is answered
+unlinked empty file) and traps descriptor calls; every call on it is answered
 here from the service's ServedFile. Offsets live in the OpenFile, shared by
 dup'ed descriptors as the kernel shares file offsets."""
 

@@ -472,21 +472,6 @@ def numbers(families=(), names=()) -> set[int]:
     return {s.nr for s in TABLE if s.family in families} | {NR[n] for n in names}
 
 
-#: families whose calls can be trapped only for descriptors in the view's
-#: high band (see umvu.seccomp_filter), except those listed
-BANDED_FAMILIES = frozenset({"fd", "fdmeta", "fdattr"})
-NEVER_BANDED = frozenset({"fchdir", "close_range"})
-
-
-def band_args(call: Syscall) -> tuple[int, ...]:
-    """Descriptor arguments a filter may test against the band; () when the
-    call must always be trapped."""
-    if (call.family not in BANDED_FAMILIES or call.name in NEVER_BANDED
-            or call.fd is None or call.fd < 0):
-        return ()
-    return (call.fd,) + ((call.fd2,) if call.fd2 is not None else ())
-
-
 def name_of(nr: int) -> str:
     if nr in BY_NR:
         return BY_NR[nr].name

@@ -17,7 +17,6 @@ import ctypes
 import errno
 import logging
 import queue
-import resource
 import signal
 import struct
 
@@ -60,6 +59,9 @@ class Process:
         self.data: dict = {}
         self.exited = False
         self.fd_trapped = parent.fd_trapped if parent else False
+        #: a helper of the view (a FUSE daemon...), not the user's: it does
+        #: not keep the view alive
+        self.helper = parent.helper if parent else False
 
     def __repr__(self):
         return f"<Process {self.pid}>"
@@ -136,9 +138,9 @@ class SyscallStop:
         """From an exit hook only: make the thread run one more syscall."""
         return self.tracer.run_syscall(self.thread, nr, args)
 
-    def tighten(self, spec: frozenset) -> None:
-        """From an exit hook only: trap spec in this process from now on."""
-        self.tracer.tighten_process(self.thread, spec)
+    def tighten(self, trapped: frozenset[int]) -> None:
+        """From an exit hook only: trap more in this process from now on."""
+        self.tracer.tighten_process(self.thread, trapped)
 
 
 class Tracer:
@@ -147,9 +149,7 @@ class Tracer:
         self.threads: dict[int, Thread] = {}
         self.processes: dict[int, Process] = {}
         self.filters: list[bytes] = []
-        self.trapped: frozenset = frozenset()     # (nr, band args) pairs
-        self.band = fd_band()
-        pc.lib.umvu_band = self.band
+        self.trapped: frozenset[int] = frozenset()
         self._early: dict[int, object] = {}     # stops of not-yet-announced children
         self._event = pc.new_event()
         self.on_trace = None                    # callable(stop, result) for --trace
@@ -157,25 +157,25 @@ class Tracer:
         self.lock = contextlib.nullcontext()      # the handler's, if it has workers
         self.completions: queue.SimpleQueue = queue.SimpleQueue()
         self.deferred = 0
+        self.busy_workers = lambda: False        # the handler's, if it has workers
 
     # ---- filters ---------------------------------------------------------
     @property
     def level(self) -> int:
         return len(self.filters) - 1
 
-    def set_trapped(self, spec: frozenset) -> None:
-        """Trap at least `spec` (see seccomp_filter.trap_spec) from now on in
-        every process.
+    def set_trapped(self, trapped: frozenset[int]) -> None:
+        """Trap at least these numbers from now on in every process.
 
         Filters stack and never loosen: only growth installs a new filter.
         The current thread (stopped in a seccomp stop) is handled by the
         caller of on_syscall after it answers; every other process is
         interrupted now so it cannot run on with the old filter.
         """
-        if self.filters and seccomp_filter.covers(self.trapped, spec):
+        if self.filters and trapped <= self.trapped:
             return
-        self.trapped = seccomp_filter.merge(self.trapped, spec)
-        self.filters.append(seccomp_filter.build(self.trapped, self.band))
+        self.trapped = trapped | self.trapped
+        self.filters.append(seccomp_filter.build(self.trapped))
         current = self.current_thread
         for proc in self.processes.values():
             if proc.level < self.level and (current is None
@@ -209,9 +209,8 @@ class Tracer:
     def spawn(self, path: str, argv: list[str], env: dict[str, str],
               default_signals: list[int]) -> Process:
         if not self.filters:
-            self.set_trapped(seccomp_filter.trap_spec())
+            self.set_trapped(seccomp_filter.trapped_numbers())
         pid = pc.spawn(path, argv, env, self.filters[-1], default_signals)
-        pc.lib.umvu_watch_pid = pid
         proc = Process(pid, None, self.level)
         self._add_thread(pid, proc)
         self.processes[pid] = proc
@@ -228,7 +227,7 @@ class Tracer:
         """Serve events until no tracee is left or `until()` is true."""
         ev = self._event
         while not until():
-            if self.deferred:
+            if self.deferred or self.busy_workers():
                 ret = pc.lib.umvu_wait_poll(ev, 2000)
             else:
                 ret = pc.lib.umvu_wait(ev)
@@ -251,9 +250,24 @@ class Tracer:
         self.completions.put((stop, result))
         pc.lib.umvu_wake = 1
 
+    def call_soon(self, func, *args) -> "queue.SimpleQueue":
+        """From a worker: run func on the tracer's thread (ptrace requests
+        belong to it). Returns a queue that will receive (result, error)."""
+        reply = queue.SimpleQueue()
+        self.completions.put((None, (func, args, reply)))
+        pc.lib.umvu_wake = 1
+        return reply
+
     def _complete_deferred(self) -> None:
         while not self.completions.empty():
             stop, result = self.completions.get()
+            if stop is None:                    # a call_soon
+                func, args, reply = result
+                try:
+                    reply.put((func(*args), None))
+                except Exception as exc:        # handed to the worker
+                    reply.put((None, exc))
+                continue
             self.deferred -= 1
             if self.threads.get(stop.tid) is stop.thread:
                 self._finish(stop, result)
@@ -446,10 +460,10 @@ class Tracer:
         self._install_filter(thread, restart=False)
         pc.try_ptrace(pc.PTRACE_CONT, thread.tid)
 
-    def tighten_process(self, thread: Thread, spec: frozenset) -> None:
+    def tighten_process(self, thread: Thread, trapped: frozenset[int]) -> None:
         """From an exit stop: one more filter for this process (and the
-        children it will have) only, trapping spec unconditionally."""
-        bpf = seccomp_filter.build(spec, self.band)
+        children it will have) only."""
+        bpf = seccomp_filter.build(trapped | self.trapped)
         self._install_filter(thread, restart=False, bpf=bpf)
 
     def _install_filter(self, thread: Thread, restart: bool, bpf=None) -> None:
@@ -542,15 +556,6 @@ class Tracer:
                 return regs.rip - 2
             raise OSError(errno.ENOEXEC, "no syscall instruction found")
         return proc.syscall_insn
-
-
-def fd_band() -> int:
-    """First descriptor of the band where the view keeps virtual descriptors:
-    filters trap descriptor calls only there, so calls on ordinary
-    descriptors never stop. Kept under the soft RLIMIT_NOFILE tracees inherit."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    soft = min(soft if soft != resource.RLIM_INFINITY else 1 << 20, 1 << 20)
-    return max(soft - max(soft // 4, 16), 3)
 
 
 def _fix_restart(regs) -> None:

@@ -43,8 +43,8 @@ KEY = "_vfs"
 NR_FCNTL = syscall_table.NR["fcntl"]
 NR_CLOSE = syscall_table.NR["close"]
 
-#: what a process traps once it holds a served descriptor below the band
-ALL_FD_CALLS = frozenset((sc.nr, ()) for sc in syscall_table.TABLE
+#: what a process traps once it holds a descriptor the view must watch
+ALL_FD_CALLS = frozenset(sc.nr for sc in syscall_table.TABLE
                          if sc.family in ("fd", "fdmeta", "fdattr"))
 #: op classes of single-path calls (see module.PathCall)
 OPS = {
@@ -75,6 +75,8 @@ CALL_ARGS = {
     "chmod": {"mode": 1}, "fchmodat": {"mode": 2}, "fchmodat2": {"mode": 2},
     "chown": {"uid": 1, "gid": 2}, "lchown": {"uid": 1, "gid": 2},
     "fchownat": {"uid": 2, "gid": 3},
+    "truncate": {"length": 1},
+    "access": {"mode": 1}, "faccessat": {"mode": 2}, "faccessat2": {"mode": 2},
 }
 #: buffer argument and layout of the stat calls whose fields a service may set
 STAT_LAYOUT = {"stat": (1, "stat"), "lstat": (1, "stat"),
@@ -180,10 +182,9 @@ class Vfs:
             flags |= pc.TF_PYTHON
         if flags or st.exe:
             pc.lib.umvu_proc_virtual = 1
-        band = self.view.tracer.band
-        low = [fd for fd, _ in st.files if fd < band]
+        fds = [fd for fd, _ in st.files]
         for tid in proc.threads:
-            pc.set_thread(tid, proc.pid, flags, st.fs.cwd, low)
+            pc.set_thread(tid, proc.pid, flags, st.fs.cwd, fds)
 
     def changed(self, st: ProcFs) -> None:
         """st's cwd, root or descriptors changed: re-sync all who share them."""
@@ -195,6 +196,9 @@ class Vfs:
     def sync_all(self) -> None:
         for proc in self.view.tracer.processes.values():
             self.sync(proc)
+
+    #: trapped whenever a file system is loaded, beyond the path family
+    ALWAYS = ("fchdir", "io_uring_setup")
 
     #: calls that must always reach Python: they change or report the state
     SLOW = {"chdir", "fchdir", "chroot", "execve", "execveat", "getcwd",
@@ -245,8 +249,9 @@ class Vfs:
 
     @staticmethod
     def _still_open(pid: int, fd: int, entry: OpenFile) -> bool:
-        """Descriptors below the band are closed without our seeing it:
-        check that the kernel's descriptor is still the file we opened."""
+        """A process that does not trap descriptor calls closes descriptors
+        without our seeing it: check that the kernel's descriptor is still
+        the file we opened."""
         try:
             real = os.readlink(f"/proc/{pid}/fd/{fd}")
         except OSError:
@@ -485,12 +490,10 @@ class Vfs:
             if fd < 0:
                 answer.value.release()
                 return None
-            cloexec = bool(flags & O_CLOEXEC)
-            moved = self._to_band(stop, fd, cloexec)
-            st.files.add(moved, open_file, cloexec)
-            self._below_band(stop, st, moved)
+            st.files.add(fd, open_file, bool(flags & O_CLOEXEC))
+            self._watch(stop, st, fd)
             self.changed(st)
-            return moved if moved != fd else None
+            return None
         stop.on_exit(opened)
         return None
 
@@ -507,8 +510,8 @@ class Vfs:
         return None
 
     def _fd_call(self, stop, st, sc):
-        """A descriptor call on a band descriptor: served files answer here;
-        the rest keeps the mirror up to date."""
+        """A descriptor call: served files answer here; the rest keeps the
+        mirror up to date."""
         entry = st.files.get(_signed32(stop.args[sc.fd]))
         if (entry is None or entry.served is None) and sc.fd2 is not None:
             entry = st.files.get(_signed32(stop.args[sc.fd2]))
@@ -554,26 +557,13 @@ class Vfs:
         def opened(fd, path=res.path, service=res.service):
             if fd < 0:
                 return None
-            cloexec = bool(flags & O_CLOEXEC)
-            moved = self._to_band(stop, fd, cloexec)
-            st.files.add(moved, OpenFile(path, service, flags, final.path,
-                                         final.listing), cloexec)
+            st.files.add(fd, OpenFile(path, service, flags, final.path,
+                                      final.listing, trap=final.trap_fd,
+                                      meta=final.meta), bool(flags & O_CLOEXEC))
+            self._watch(stop, st, fd)
             self.changed(st)
-            return moved if moved != fd else None
+            return None
         stop.on_exit(opened)
-
-    def _to_band(self, stop, fd: int, cloexec: bool) -> int:
-        """Move a new virtual descriptor into the band, where the filters
-        trap the calls on it (and only those)."""
-        band = self.view.tracer.band
-        if fd >= band:
-            return fd
-        new = stop.run(NR_FCNTL, fd, F_DUPFD_CLOEXEC if cloexec else F_DUPFD, band)
-        if new is None or new < 0:
-            log.debug("cannot move fd %d into the band: %s", fd, new)
-            return fd
-        stop.run(NR_CLOSE, fd)
-        return new
 
     def _set_cwd(self, st, path: str, result: int):
         if result == 0:
@@ -709,19 +699,20 @@ class Vfs:
         def done(result):
             if result >= 0:
                 st.files.dup(old, result if new is None else new, cloexec)
-                self._below_band(stop, st, result)
+                self._watch(stop, st, result)
                 self.changed(st)
             return None
         stop.on_exit(done)
         return None
 
-    def _below_band(self, stop, st, fd: int) -> None:
-        """A served file (or merged listing) got a descriptor below the band,
-        where filters let calls through: from now on this process traps
-        every descriptor call, and the C core lets the ordinary ones go."""
+    def _watch(self, stop, st, fd: int) -> None:
+        """A descriptor whose calls the view must see (a served file, a
+        merged directory, a file of a cow mount's lower layer): from now on
+        this process traps every descriptor call, and the C core lets the
+        ones on other descriptors go at once."""
         entry = st.files.get(fd)
-        if entry is None or fd >= self.view.tracer.band or stop.process.fd_trapped \
-                or (entry.served is None and entry.listing is None):
+        if entry is None or stop.process.fd_trapped or not (
+                entry.served is not None or entry.listing is not None or entry.trap):
             return
         stop.tighten(ALL_FD_CALLS)
         stop.process.fd_trapped = True

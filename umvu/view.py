@@ -46,6 +46,10 @@ class View:
         self.lock = threading.Lock()
         self.tracer.lock = self.lock
         self._pool = None                        # worker threads, made on demand
+        self._working = 0
+        self.tracer.busy_workers = lambda: self._working > 0
+        self.env: dict = dict(os.environ)        # for processes the view starts
+        self.child_signals: list = []
         self.tmpdir = tempfile.mkdtemp(prefix="umvu-")
         self.vfs = Vfs(self)
         self.services.add(ProcMounts(self))
@@ -108,9 +112,39 @@ class View:
             self._pool = ThreadPoolExecutor(16, thread_name_prefix="umvu-worker")
 
         def locked():
-            with self.lock:
-                return func(*args)
+            try:
+                with self.lock:
+                    return func(*args)
+            finally:
+                self._working -= 1
+        self._working += 1
         return self._pool.submit(locked)
+
+    def on_tracer_thread(self, func, *args):
+        """From a worker: run func on the tracer's thread, wait for it."""
+        with self.unlocked():
+            result, error = self.tracer.call_soon(func, *args).get()
+        if error is not None:
+            raise error
+        return result
+
+    def start_helper(self, argv: list[str]):
+        """Start a helper process of the view (e.g. a FUSE daemon): it sees
+        the view but does not keep it alive."""
+        import shutil as _shutil
+        path = _shutil.which(argv[0], path=self.env.get("PATH"))
+        if path is None:
+            raise FileNotFoundError(argv[0])
+        def spawn():
+            proc = self.tracer.spawn(path, argv, self.env, self.child_signals)
+            proc.helper = True
+            return proc
+        if threading.current_thread() is threading.main_thread():
+            return spawn()
+        return self.on_tracer_thread(spawn)
+
+    def only_helpers_left(self) -> bool:
+        return all(p.helper for p in self.tracer.processes.values())
 
     def _defer(self, stop):
         def work():
@@ -245,18 +279,20 @@ class View:
             self.handlers.setdefault(nr, []).insert(0, (module, getattr(module, attr)))
 
     def _update_filter(self) -> None:
-        families, banded, names = set(), set(), set()
+        families, names = set(), set()
         for module in self.modules.values():
             families.update(module.families)
             names.update(n for n in module.handlers() if n in syscall_table.NR)
-            banded.update(module.syscalls)
-        self.tracer.set_trapped(seccomp_filter.trap_spec(families, banded, names))
+            names.update(module.syscalls)
+        if "path" in families:
+            names.update(self.vfs.ALWAYS)
+        self.tracer.set_trapped(seccomp_filter.trapped_numbers(families, names))
         self._update_fast("path" in families)
 
     def _update_fast(self, vfs_active: bool) -> None:
         """Tell the C core which trapped calls it may let through alone."""
         info = {}
-        for nr, _ in self.tracer.trapped:
+        for nr in self.tracer.trapped:
             if nr in self.handlers or nr in (NR_MOUNT, NR_UMOUNT2):
                 continue                    # a module or the mount table answers
             if vfs_active and nr in self.vfs.handlers:
@@ -321,8 +357,15 @@ class View:
         options = self._opt_str(stop, stop.args[4])
         service = module.mount(source, target, fstype, flags, options,
                                stop.process)
+        if service is None:
+            return 0                # the module took note; nothing new to mount
         if not isinstance(service, Service):
             raise TypeError(f"{module.name}.mount returned {service!r}")
+        self.add_service(service)
+        return 0
+
+    def add_service(self, service: Service) -> None:
+        """Mount a service (modules may add their own, e.g. /dev/fuse)."""
         self.services.add(service)
         if isinstance(service, PathService):
             service.lower = LowerView(self.services, service.epoch)
@@ -333,7 +376,6 @@ class View:
                 raise
         self._mounts_changed()
         log.debug("mounted %r", service)
-        return 0
 
     def _umount(self, stop) -> int | None:
         target = self.resolve(stop.process, self._opt_str(stop, stop.args[0]),
@@ -353,7 +395,8 @@ class View:
     def module_for_type(self, fstype: str) -> Module | None:
         """Newest loaded module whose name is a prefix of the fs type."""
         for module in reversed(list(self.modules.values())):
-            if fstype.startswith(module.name):
+            if fstype.startswith(module.name) or any(
+                    fstype == t or fstype.startswith(t + ".") for t in module.fstypes):
                 return module
         return None
 

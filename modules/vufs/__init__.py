@@ -23,8 +23,7 @@ log = logging.getLogger("umvu")
 class Vufs(Module):
     name = "vufs"
     description = "vu filesystem patchworking"
-    families = ("path", "fdmeta", "fdattr")
-    syscalls = ("getdents64", "getdents", "lseek")
+    families = ("path",)
 
     def mount(self, source, target, fstype, flags, options, caller):
         try:

@@ -1,0 +1,195 @@
+"""vufuse: file systems in user space, with no kernel FUSE and no root.
+
+`vumount -t vufuseext2 -o rw+ IMAGE TARGET` starts the unmodified FUSE
+program (fuse2fs) as a helper process of the view. Its open of /dev/fuse
+gets a socket to the hypervisor, its mount(2) is answered here, and the
+hypervisor speaks the kernel's side of the FUSE protocol to it. Any FUSE
+program run by hand inside the view works the same way.
+`vumount -t vufuse -o pyfs=module:Class SOURCE TARGET` mounts a fusepy
+Operations class inside the hypervisor, with no daemon at all.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import stat
+import threading
+import time
+
+from umvu.module import Module, PathService
+
+from . import programs, pyfs
+from .service import FuseService
+
+log = logging.getLogger("umvu")
+MS_RDONLY = 1
+DEFAULT_TIMEOUT = 30.0
+
+
+def parse_options(text: str) -> tuple[dict, list[str]]:
+    """vufuse's own options (rw+, prog=, pyfs=, timeout=) and the words
+    left for the file system."""
+    ours, rest = {}, []
+    for word in filter(None, text.split(",")):
+        key, eq, value = word.partition("=")
+        if key in ("prog", "pyfs", "timeout") and eq:
+            ours[key] = value
+        elif word == "rw+":
+            ours["rw+"] = True
+        else:
+            rest.append(word)
+    return ours, rest
+
+
+class DevFuse(PathService):
+    """/dev/fuse in the view: opening it connects a socket to vufuse."""
+
+    def __init__(self, module):
+        super().__init__(module, "vufuse", "/dev/fuse", "vufuse", 0, "")
+
+    def lstat(self, path):
+        return os.stat_result((stat.S_IFCHR | 0o666, 0, 0, 1, 0, 0, 0, 0, 0, 0))
+
+    def readlink(self, path):
+        raise OSError(errno.EINVAL, "not a symlink")
+
+    def path_call(self, call):
+        if call.op == "open":
+            return call.connect(self.module.address, self.module.connected)
+        if call.op == "stat":
+            return call.stat_result(self.lstat(call.path))
+        return -errno.EPERM
+
+
+class Launch:
+    """A daemon started by vumount, until its mount(2) arrives."""
+
+    def __init__(self):
+        self.done = threading.Event()
+        self.conn = None
+
+
+class Vufuse(Module):
+    name = "vufuse"
+    description = "vu virtual file systems (user level FUSE)"
+    families = ("path",)
+    fstypes = ("fuse", "fuseblk")
+
+    def init(self):
+        from .wire import FuseConnection, WireOperations
+        self.FuseConnection, self.WireOperations = FuseConnection, WireOperations
+        self.address = os.path.join(self.view.tmpdir, "vufuse.sock")
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.listener.bind(self.address)
+        self.listener.listen(64)
+        self.pending = {}       # (pid, fd) -> FuseConnection, before its mount(2)
+        self.launches = {}      # helper mount point -> Launch
+        self.counter = 0
+        self.devfuse = DevFuse(self)
+        self.view.add_service(self.devfuse)
+
+    def fini(self):
+        self.view.services.remove(self.devfuse)
+        self.listener.close()
+
+    def connected(self, pid: int, fd: int) -> None:
+        """A process of the view opened /dev/fuse: its socket is our session."""
+        sock, _ = self.listener.accept()
+        self.pending[(pid, fd)] = self.FuseConnection(sock, DEFAULT_TIMEOUT)
+
+    # ---- mount(2) ---------------------------------------------------------------
+    def mount(self, source, target, fstype, flags, options, caller):
+        if fstype.startswith("vufuse"):
+            return self._vumount(source, target, fstype, flags, options, caller)
+        return self._daemon_mount(source, target, fstype, flags, options, caller)
+
+    def _daemon_mount(self, source, target, fstype, flags, options, caller):
+        """A FUSE program's own mount(2), with fd=N from its /dev/fuse."""
+        words = dict(w.partition("=")[::2] for w in options.split(",") if w)
+        try:
+            conn = self.pending.pop((caller.pid, int(words.get("fd", "-1"))))
+        except (KeyError, ValueError):
+            raise OSError(errno.EINVAL, "vufuse: mount without a /dev/fuse of ours")
+        launch = self.launches.get(target)
+        if launch is not None:              # started by vumount: it waits
+            launch.conn = conn
+            launch.done.set()
+            return None
+        service = FuseService(self, source, target, fstype, flags, options,
+                              self.WireOperations(conn), blocking=True,
+                              readonly=bool(flags & MS_RDONLY), conn=conn)
+        self.view.submit(self._init_later, conn)
+        return service
+
+    def _init_later(self, conn):
+        with self.view.unlocked():
+            try:
+                conn.init()
+            except OSError as exc:
+                log.error("vufuse: FUSE INIT failed: %s", exc)
+
+    def _vumount(self, source, target, fstype, flags, options, caller):
+        ours, rest = parse_options(options)
+        readonly = bool(flags & MS_RDONLY) or not ours.get("rw+")
+        if "pyfs" in ours:
+            fs = pyfs.load(ours["pyfs"], source, [])
+            return FuseService(self, source, target, fstype, flags, options,
+                               pyfs.FusepyOperations(fs), blocking=False,
+                               readonly=readonly)
+        program, name = programs.program_for(fstype, ours, self.view.env.get("PATH"))
+        if source not in ("none", "") and not source.startswith(("/", "~")) and \
+                "://" not in source:
+            source = self.view.resolve(caller, source)
+        elif source.startswith("/"):
+            source = self.view.resolve(caller, source)
+        self.may_wait()                     # from here on: a worker thread
+        timeout = float(ours.get("timeout", DEFAULT_TIMEOUT))
+        self.counter += 1
+        helper_mnt = os.path.join(self.view.tmpdir, f"fuse-{self.counter}")
+        os.mkdir(helper_mnt)
+        if readonly:
+            rest.append("ro")
+        elif name == "fusefat":
+            rest.append("rw+")
+        launch = self.launches[helper_mnt] = Launch()
+        argv = programs.argv_for(name, program, source, helper_mnt, rest)
+        try:
+            daemon = self.view.start_helper(argv)
+            with self.view.unlocked():
+                deadline = time.monotonic() + timeout
+                while not launch.done.wait(0.05):
+                    if daemon.exited or time.monotonic() > deadline:
+                        break
+            if launch.conn is None:
+                if daemon.exited:
+                    raise OSError(errno.EINVAL, f"vufuse: {name} could not mount "
+                                  f"{source} (exit status {daemon.status >> 8})")
+                raise OSError(errno.ETIMEDOUT, f"vufuse: {name} did not mount "
+                              f"{source} within {timeout:g} s")
+            launch.conn.timeout = timeout
+            with self.view.unlocked():
+                launch.conn.init()
+        finally:
+            del self.launches[helper_mnt]
+        return FuseService(self, source, target, fstype, flags, options,
+                           self.WireOperations(launch.conn), blocking=True,
+                           readonly=readonly, daemon=daemon, conn=launch.conn)
+
+    def umount(self, service, flags):
+        if service.conn is None:
+            try:
+                service.ops.destroy()
+            except OSError:
+                pass
+            return
+        service.may_wait()
+        with self.view.unlocked():
+            try:
+                service.conn.destroy()
+            except OSError:
+                pass
+        if service.daemon is not None:
+            self.view.stop_helper(service.daemon, 10.0)

@@ -1,0 +1,176 @@
+"""A mounted FUSE file system: path calls and served files answered by an
+operations backend (the wire protocol to a daemon, or a fusepy Operations
+object running in the hypervisor)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from umvu.module import PathService, ServedFile
+
+O_ACCMODE, O_CREAT, O_EXCL, O_TRUNC = 3, 0o100, 0o200, 0o1000
+WRITE_OPS = ("modify", "create", "delete", "rename", "link")
+
+
+def _writes(flags: int) -> bool:
+    return flags & O_ACCMODE != 0 or bool(flags & O_TRUNC)
+
+
+class FuseService(PathService):
+    """`ops` follows WireOperations' interface; `blocking` services wait
+    for a daemon, so their calls run on worker threads."""
+
+    def __init__(self, module, source, target, fstype, flags, options, ops,
+                 *, blocking: bool, readonly: bool, daemon=None, conn=None):
+        super().__init__(module, source, target, fstype, flags, options)
+        self.ops = ops
+        self.blocking = blocking
+        self.readonly = readonly
+        self.daemon = daemon
+        self.conn = conn
+
+    # ---- calling the backend ----------------------------------------------
+    def call(self, method: str, *args):
+        """ops.method(*args), waiting without holding the view."""
+        func = getattr(self.ops, method)
+        if not self.blocking:
+            return func(*args)
+        self.may_wait()
+        with self.view.unlocked():
+            return func(*args)
+
+    def rel(self, path: str) -> str:
+        if self.target == "/":
+            return path
+        return path[len(self.target):] or "/"
+
+    # ---- used while walking paths --------------------------------------------
+    def lstat(self, path):
+        return self.call("getattr", self.rel(path))
+
+    def readlink(self, path):
+        return self.call("readlink", self.rel(path))
+
+    # ---- path calls --------------------------------------------------------------
+    def path_call(self, call):
+        rel = self.rel(call.path)
+        if self.readonly and (call.op in WRITE_OPS or
+                              (call.op == "open" and (_writes(call.flags) or
+                                                      call.flags & O_CREAT))):
+            return -errno.EROFS
+        try:
+            return getattr(self, "op_" + call.op)(call, rel)
+        except OSError as exc:
+            return -(exc.errno or errno.EIO)
+
+    def op_stat(self, call, rel):
+        if call.name in ("readlink", "readlinkat"):
+            return call.link_target(self.call("readlink", rel))
+        if call.name in ("access", "faccessat", "faccessat2"):
+            self.call("access", rel, call.mode & 7)
+            return 0
+        if "xattr" in call.name or call.name == "statfs":
+            return -errno.EOPNOTSUPP
+        return call.stat_result(self.call("getattr", rel))
+
+    def op_open(self, call, rel):
+        flags = call.flags
+        try:
+            st = self.call("getattr", rel)
+        except FileNotFoundError:
+            if not flags & O_CREAT:
+                raise
+            fh = self.call("create", rel, call.mode & 0o7777, flags & ~(O_CREAT | O_EXCL))
+            return call.serve(FuseFile(self, rel, fh, False))
+        if flags & O_CREAT and flags & O_EXCL:
+            return -errno.EEXIST
+        if stat.S_ISDIR(st.st_mode):
+            if _writes(flags):
+                return -errno.EISDIR
+            return call.serve(FuseFile(self, rel, self.call("opendir", rel), True))
+        fh = self.call("open", rel, flags & ~(O_CREAT | O_EXCL | O_TRUNC))
+        if flags & O_TRUNC and _writes(flags) and st.st_size:
+            self.call("truncate", rel, 0, fh)
+        return call.serve(FuseFile(self, rel, fh, False))
+
+    def op_modify(self, call, rel):
+        name = call.name
+        if name in ("chmod", "fchmodat", "fchmodat2"):
+            self.call("chmod", rel, call.mode)
+        elif name in ("chown", "lchown", "fchownat"):
+            self.call("chown", rel, call.uid, call.gid)
+        elif name == "truncate":
+            self.call("truncate", rel, call.length)
+        elif name in ("utime", "utimes", "futimesat", "utimensat"):
+            self.call("utimens", rel, None)
+        else:
+            return -errno.EOPNOTSUPP
+        return 0
+
+    def op_create(self, call, rel):
+        if call.name in ("mkdir", "mkdirat"):
+            self.call("mkdir", rel, call.mode & 0o7777)
+        elif call.name in ("symlink", "symlinkat"):
+            self.call("symlink", rel, call.link)
+        else:
+            self.call("mknod", rel, call.mode, call.dev)
+        return 0
+
+    def op_delete(self, call, rel):
+        self.call("rmdir" if call.name == "rmdir" else "unlink", rel)
+        return 0
+
+    def op_rename(self, call, rel):
+        self.call("rename", rel, self.rel(call.path2), call.flags)
+        return 0
+
+    def op_link(self, call, rel):
+        self.call("link", self.rel(call.path2), rel)
+        return 0
+
+
+class FuseFile(ServedFile):
+    def __init__(self, service: FuseService, rel: str, fh: int, is_dir: bool):
+        self.service, self.rel, self.fh, self.is_dir = service, rel, fh, is_dir
+
+    def read(self, size, offset):
+        if self.is_dir:
+            raise OSError(errno.EISDIR, "is a directory")
+        return self.service.call("read", self.rel, size, offset, self.fh)
+
+    def write(self, data, offset):
+        return self.service.call("write", self.rel, data, offset, self.fh)
+
+    def stat(self):
+        return self.service.call("getattr", self.rel, self.fh)
+
+    def truncate(self, size):
+        self.service.call("truncate", self.rel, size, self.fh)
+
+    def readdir(self):
+        return self.service.call("readdir", self.rel, self.fh)
+
+    def fsync(self):
+        self.service.call("fsync", self.rel, False, self.fh)
+
+    def release(self):
+        """Nobody waits for a release: send it from a worker thread."""
+        service, rel, fh, is_dir = self.service, self.rel, self.fh, self.is_dir
+        def release():
+            try:
+                if is_dir:
+                    service.ops.releasedir(rel, fh)
+                else:
+                    service.ops.flush(rel, fh)
+                    service.ops.release(rel, fh)
+            except OSError:
+                pass
+        if not service.blocking:
+            release()
+            return
+        def in_worker():
+            with service.view.unlocked():
+                release()
+        service.view.submit(in_worker)
