@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             os.kill(root.pid, sig)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, forward)
+    signal.signal(signal.SIGUSR2, lambda *_: _dump_state(view))
 
     try:
         for rc in _rc_files(args):
@@ -160,3 +161,14 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _dump_state(view) -> None:
+    """SIGUSR2: print the tracer's tables (debugging a stuck view)."""
+    import sys as _sys
+    t = view.tracer
+    print(f"umvu: processes={sorted(t.processes)} threads={sorted(t.threads)} "
+          f"early={sorted(t._early)} deferred={t.deferred} "
+          f"fast_events={__import__('umvu.ptrace_core').ptrace_core.lib.umvu_fast_events} "
+          f"levels={[(p.pid, p.level) for p in t.processes.values()]} level={t.level}",
+          file=_sys.stderr)

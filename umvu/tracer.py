@@ -150,7 +150,9 @@ class Tracer:
         self.processes: dict[int, Process] = {}
         self.filters: list[bytes] = []
         self.trapped: frozenset[int] = frozenset()
-        self._early: dict[int, object] = {}     # stops of not-yet-announced children
+        # what happened to threads before their creator's clone event was
+        # seen (waitpid reports in no particular order): tid -> [(kind, item)]
+        self._early: dict[int, list] = {}
         self._event = pc.new_event()
         self.on_trace = None                    # callable(stop, result) for --trace
         self.current_thread: Thread | None = None   # the one in on_syscall
@@ -278,21 +280,30 @@ class Tracer:
         count = lib.umvu_journal_len
         if not count:
             return
-        early = []
-        for i in range(count):
-            entry = lib.umvu_journal[i]
-            thread = self.threads.get(entry.tid)
-            if thread is None:
-                continue
-            if entry.kind == pc.EV_CLONE:
-                early += self._record_clone(thread, entry.msg, entry.flags)
-            elif entry.kind == pc.EV_EXEC:
-                self._record_exec(thread, entry.msg)
-            else:
-                self._on_exited(thread, entry.status)
+        entries = [(e.kind, e.tid, e.msg, e.flags, e.status)
+                   for e in (lib.umvu_journal[i] for i in range(count))]
         lib.umvu_journal_len = 0
-        for ev in early:
-            self._dispatch(ev)
+        for entry in entries:
+            self._apply(entry)
+
+    def _apply(self, entry) -> None:
+        kind, tid, msg, flags, status = entry
+        thread = self.threads.get(tid)
+        if thread is None:
+            self._early.setdefault(tid, []).append(("journal", entry))
+        elif kind == pc.EV_CLONE:
+            self._run_early(self._record_clone(thread, msg, flags))
+        elif kind == pc.EV_EXEC:
+            self._record_exec(thread, msg)
+        else:
+            self._on_exited(thread, status)
+
+    def _run_early(self, items) -> None:
+        for kind, item in items:
+            if kind == "journal":
+                self._apply(item)
+            else:
+                self._dispatch(item)
 
     def _dispatch(self, ev) -> None:
         tid = ev.tid
@@ -302,7 +313,7 @@ class Tracer:
             if kind == pc.EV_EXITED:
                 return
             # a new child may stop before its parent reports the clone
-            self._early[tid] = _copy_event(ev)
+            self._early.setdefault(tid, []).append(("event", _copy_event(ev)))
             return
         if kind == pc.EV_SECCOMP:
             self._on_seccomp(thread, ev)
@@ -398,8 +409,7 @@ class Tracer:
         early = self._record_clone(thread, child_tid,
                                    pc.lib.umvu_clone_flags(thread.tid))
         pc.try_ptrace(pc.PTRACE_CONT, thread.tid)
-        for ev in early:
-            self._dispatch(ev)
+        self._run_early(early)
 
     def _record_clone(self, thread: Thread, child_tid: int, flags: int) -> list:
         """A new thread or process; returns its stops that came early."""
@@ -414,8 +424,7 @@ class Tracer:
             self.handler.on_new_process(parent, proc, flags)
         else:
             self.handler.on_new_thread(proc, child_tid)
-        early = self._early.pop(child_tid, None)
-        return [early] if early is not None else []
+        return self._early.pop(child_tid, [])
 
     def _on_exec(self, thread: Thread, former_tid: int) -> None:
         thread = self._record_exec(thread, former_tid)
