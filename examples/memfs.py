@@ -37,6 +37,7 @@ class Node:
 class OpenNode(ServedFile):
     def __init__(self, node):
         self.node = node
+        self.is_dir = node.children is not None
 
     def read(self, size, offset):
         if self.node.children is not None:

@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         view.tracer.run(until=view.only_helpers_left)
     finally:
         view.shutdown()
-    view.tracer.run()               # helpers (FUSE daemons) finish
+        view.finish_helpers()       # FUSE daemons flush and end
     return exit_code(root.status)
 
 

@@ -226,6 +226,12 @@ class PathCall:
         """Answer readlink."""
         return Answer("link", target)
 
+    def connect(self, address: str, on_connected) -> "Answer":
+        """Answer an open with a unix SOCK_SEQPACKET socket connected to
+        `address` (where the service listens): how a FUSE daemon's open of
+        /dev/fuse reaches vufuse. on_connected(pid, fd) follows."""
+        return Answer("socket", (address, on_connected))
+
 
 class PathService(Service):
     """A service mounted on a path: answers path calls below its target."""
@@ -261,10 +267,14 @@ class PathService(Service):
 class ServedFile:
     """An open file whose data the service serves itself (no host file).
 
+    is_dir: a directory (readdir, fchdir) rather than a file.
+
     The process holds a placeholder descriptor (and traps its descriptor
     calls from then on); the calls on it come here. Offsets are kept by the
     view.
     """
+
+    is_dir = False
 
     def read(self, size: int, offset: int) -> bytes:
         raise OSError(errno.EISDIR, "not a regular file")
@@ -299,7 +309,7 @@ class Answer:
     __slots__ = ("kind", "value", "service")
 
     def __init__(self, kind: str, value):
-        self.kind = kind        # "served" | "stat" | "link"
+        self.kind = kind        # "served" | "stat" | "link" | "socket"
         self.value = value
         self.service = None     # set by the view: who answered
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
 import stat
 import struct
 
@@ -42,6 +43,9 @@ RESOLVE_BENEATH, RESOLVE_IN_ROOT = 8, 0x10
 KEY = "_vfs"
 NR_FCNTL = syscall_table.NR["fcntl"]
 NR_CLOSE = syscall_table.NR["close"]
+NR_SOCKET = syscall_table.NR["socket"]
+NR_CONNECT = syscall_table.NR["connect"]
+NR_DUP3 = syscall_table.NR["dup3"]
 
 #: what a process traps once it holds a descriptor the view must watch
 ALL_FD_CALLS = frozenset(sc.nr for sc in syscall_table.TABLE
@@ -373,6 +377,9 @@ class Vfs:
             return None
         if res.error:
             return -res.error
+        if op == "create" and res.service is not None and \
+                res.path == getattr(res.service, "target", None):
+            return -errno.EEXIST        # the mount point itself
         call = self._path_call(name, op, res.path, flags, args, stop.process.pid)
         if name in ("symlink", "symlinkat"):
             call.link = self._read_path(stop, args[0])
@@ -461,6 +468,8 @@ class Vfs:
             if name in ("access", "faccessat", "faccessat2"):
                 return 0
             return -errno.ENOTSUP
+        if answer.kind == "socket":
+            return self._connect(stop, name, flags, pidx, atidx, *answer.value)
         # served
         if name in ("execve", "execveat"):
             exe = os.path.join(self.view.tmpdir, f"exec-{stop.process.pid}")
@@ -471,28 +480,60 @@ class Vfs:
             return None
         if name not in ("open", "openat", "creat", "openat2"):
             return -errno.ENOTSUP
+        # the placeholder: an empty file, or an empty directory so that
+        # fchdir works natively
+        is_dir = getattr(answer.value, "is_dir", False)
         self._placeholders += 1
         ph = os.path.join(self.view.tmpdir, f"served-{self._placeholders}")
-        open(ph, "wb").close()
+        if is_dir:
+            os.mkdir(ph)
+        else:
+            open(ph, "wb").close()
+        ph_flags = (O_DIRECTORY if is_dir else O_RDWR) | (flags & O_CLOEXEC)
         self._rewrite(stop, pidx, ph, atidx)
         flag_at = {"open": 1, "openat": 2}.get(name)
         if flag_at is not None:
-            stop.set_arg(flag_at, O_RDWR | (flags & O_CLOEXEC))
+            stop.set_arg(flag_at, ph_flags)
         elif name == "creat":
             return -errno.ENOTSUP
         else:                                       # openat2: struct open_how
-            stop.set_arg(2, stop.scratch(struct.pack("QQQ", O_RDWR | (flags & O_CLOEXEC),
-                                                     0, 0)))
+            stop.set_arg(2, stop.scratch(struct.pack("QQQ", ph_flags, 0, 0)))
         open_file = OpenFile(res.path, answer.service, flags & ~O_CLOEXEC, ph,
                              served=answer.value)
         def opened(fd):
-            os.unlink(ph)
+            os.rmdir(ph) if is_dir else os.unlink(ph)
             if fd < 0:
                 answer.value.release()
                 return None
             st.files.add(fd, open_file, bool(flags & O_CLOEXEC))
             self._watch(stop, st, fd)
             self.changed(st)
+            return None
+        stop.on_exit(opened)
+        return None
+
+    def _connect(self, stop, name, flags, pidx, atidx, address, on_connected):
+        """Open /dev/null, then put a connected unix socket in its place."""
+        if name not in ("open", "openat"):
+            return -errno.ENOTSUP
+        self._rewrite(stop, pidx, "/dev/null", atidx)
+        def opened(fd):
+            if fd < 0:
+                return None
+            raw = os.fsencode(address)
+            sockaddr = struct.pack("H", socket.AF_UNIX) + raw + b"\0"
+            sock = stop.run(NR_SOCKET, socket.AF_UNIX, socket.SOCK_SEQPACKET, 0)
+            if sock is None or sock < 0:
+                return sock
+            addr = stop.scratch(sockaddr)
+            err = stop.run(NR_CONNECT, sock, addr, len(sockaddr))
+            if err == 0:
+                err = stop.run(NR_DUP3, sock, fd, flags & O_CLOEXEC)
+            stop.run(NR_CLOSE, sock)
+            if err is None or err < 0:
+                stop.run(NR_CLOSE, fd)
+                return err
+            on_connected(stop.process.pid, fd)
             return None
         stop.on_exit(opened)
         return None

@@ -15,8 +15,10 @@ import traceback
 
 import contextlib
 import shutil
+import signal
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from . import control, loader, seccomp_filter, syscall_table
@@ -46,6 +48,7 @@ class View:
         self.lock = threading.Lock()
         self.tracer.lock = self.lock
         self._pool = None                        # worker threads, made on demand
+        self.shutting_down = False
         self._working = 0
         self.tracer.busy_workers = lambda: self._working > 0
         self.env: dict = dict(os.environ)        # for processes the view starts
@@ -94,7 +97,8 @@ class View:
 
     # ---- waiting: worker threads ------------------------------------------
     def may_wait(self) -> None:
-        if threading.current_thread() is threading.main_thread():
+        if threading.current_thread() is threading.main_thread() and \
+                not self.shutting_down:
             raise WouldBlock()
 
     @contextlib.contextmanager
@@ -142,6 +146,31 @@ class View:
         if threading.current_thread() is threading.main_thread():
             return spawn()
         return self.on_tracer_thread(spawn)
+
+    def stop_helper(self, proc, timeout: float) -> None:
+        """Wait for a helper to end after its work is done; kill it if it
+        will not. (At shutdown finish_helpers does the waiting.)"""
+        if threading.current_thread() is threading.main_thread():
+            return
+        deadline = time.monotonic() + timeout
+        with self.unlocked():
+            while not proc.exited and time.monotonic() < deadline:
+                time.sleep(0.02)
+        if not proc.exited:
+            log.error("helper %d did not end: killed", proc.pid)
+            os.kill(proc.pid, signal.SIGKILL)
+
+    def finish_helpers(self, timeout: float = 10.0) -> None:
+        """After shutdown: let helpers end, then kill what is left."""
+        deadline = time.monotonic() + timeout
+        self.tracer.run(until=lambda: time.monotonic() > deadline)
+        for proc in list(self.tracer.processes.values()):
+            log.error("helper %d did not end: killed", proc.pid)
+            os.kill(proc.pid, signal.SIGKILL)
+        self.tracer.run()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     def only_helpers_left(self) -> bool:
         return all(p.helper for p in self.tracer.processes.values())
@@ -351,7 +380,7 @@ class View:
             return None         # the kernel decides (EPERM unless privileged)
         self.answered_by = module.name
         target = self.resolve(stop.process, self._opt_str(stop, stop.args[1]))
-        if path_under(target, self.tmpdir):
+        if path_under(target, self.tmpdir) and fstype.startswith(module.name):
             raise OSError(errno.EBUSY, "the hypervisor's own directory")
         flags = stop.args[3] & 0xffffffff
         options = self._opt_str(stop, stop.args[4])
@@ -363,6 +392,11 @@ class View:
             raise TypeError(f"{module.name}.mount returned {service!r}")
         self.add_service(service)
         return 0
+
+    def remove_service(self, service: Service) -> None:
+        if service in list(self.services):
+            self.services.remove(service)
+            self._mounts_changed()
 
     def add_service(self, service: Service) -> None:
         """Mount a service (modules may add their own, e.g. /dev/fuse)."""
@@ -381,6 +415,8 @@ class View:
         target = self.resolve(stop.process, self._opt_str(stop, stop.args[0]),
                               follow=False)
         service = self.services.at(target)
+        if service is None and path_under(target, self.tmpdir):
+            return 0                # a helper leaving one of the view's own dirs
         if service is None or service.module is None:
             return None
         flags = stop.args[1] & 0xffffffff
@@ -401,6 +437,11 @@ class View:
         return None
 
     def shutdown(self) -> None:
+        self.shutting_down = True
+        with self.lock:
+            self._unmount_all()
+
+    def _unmount_all(self) -> None:
         for service in reversed(list(self.services)):
             if service.module is None:
                 continue
@@ -415,6 +456,3 @@ class View:
             except Exception:
                 log.error("module %s failed in fini:\n%s", module.name,
                           traceback.format_exc())
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-        shutil.rmtree(self.tmpdir, ignore_errors=True)

@@ -19,7 +19,7 @@ import stat
 import threading
 import time
 
-from umvu.module import Module, PathService
+from umvu.module import Module, PathService, Service
 
 from . import programs, pyfs
 from .service import FuseService
@@ -92,7 +92,7 @@ class Vufuse(Module):
         self.view.add_service(self.devfuse)
 
     def fini(self):
-        self.view.services.remove(self.devfuse)
+        self.view.remove_service(self.devfuse)
         self.listener.close()
 
     def connected(self, pid: int, fd: int) -> None:
@@ -117,7 +117,8 @@ class Vufuse(Module):
         if launch is not None:              # started by vumount: it waits
             launch.conn = conn
             launch.done.set()
-            return None
+            # so that the daemon's own umount at its end finds something
+            return Service(self, source, target, fstype, flags, options)
         service = FuseService(self, source, target, fstype, flags, options,
                               self.WireOperations(conn), blocking=True,
                               readonly=bool(flags & MS_RDONLY), conn=conn)
@@ -145,7 +146,7 @@ class Vufuse(Module):
             source = self.view.resolve(caller, source)
         elif source.startswith("/"):
             source = self.view.resolve(caller, source)
-        self.may_wait()                     # from here on: a worker thread
+        self.view.may_wait()                # from here on: a worker thread
         timeout = float(ours.get("timeout", DEFAULT_TIMEOUT))
         self.counter += 1
         helper_mnt = os.path.join(self.view.tmpdir, f"fuse-{self.counter}")
@@ -179,6 +180,8 @@ class Vufuse(Module):
                            readonly=readonly, daemon=daemon, conn=launch.conn)
 
     def umount(self, service, flags):
+        if not isinstance(service, FuseService):
+            return
         if service.conn is None:
             try:
                 service.ops.destroy()

@@ -26,6 +26,7 @@ Standard library only.
 from __future__ import annotations
 
 import errno
+import functools
 import itertools
 import logging
 import os
@@ -213,14 +214,28 @@ _S64 = 1 << 63
 
 class FuseError(OSError):
     """An errno from the daemon, or from the connection itself (ENOTCONN,
-    ETIMEDOUT, EPROTO, EIO for malformed replies)."""
+    ETIMEDOUT, EPROTO, EIO for malformed replies).
+
+    Raised errors are also instances of the builtin class OSError(errno)
+    maps to (FileNotFoundError for ENOENT, FileExistsError for EEXIST, ...),
+    so `except FileNotFoundError` works as with os functions."""
 
     def __init__(self, err: int, msg: Optional[str] = None):
         super().__init__(err, msg or os.strerror(err))
 
 
+_ERROR_CLASSES: dict[int, type] = {}
+
+
 def _err(e: int, msg: Optional[str] = None) -> FuseError:
-    return FuseError(e, msg)
+    cls = _ERROR_CLASSES.get(e)
+    if cls is None:
+        builtin = type(OSError(e, ""))
+        cls = (FuseError if builtin is OSError else
+               type("Fuse" + builtin.__name__, (FuseError, builtin),
+                    {"__module__": __name__}))
+        _ERROR_CLASSES[e] = cls
+    return cls(e, msg)
 
 
 # --------------------------------------------------------------------------
@@ -689,22 +704,64 @@ _NOCTTY_EXCL_CREAT = os.O_CREAT | os.O_EXCL | os.O_NOCTTY
 # Path based operations
 
 
+def _op(fn):
+    """Public operations run with a per-thread list of pinned node ids:
+    every node id an operation resolves stays pinned (its FORGET deferred)
+    until the operation ends, so that a concurrent unlink, rename or cache
+    eviction can never make the daemon forget a node id that is about to be
+    used (libfuse's high-level layer aborts on unknown node ids)."""
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        tls = self._tls
+        if getattr(tls, "pins", None) is not None:      # nested operation
+            return fn(self, *args, **kwargs)
+        tls.pins = []
+        try:
+            return fn(self, *args, **kwargs)
+        finally:
+            pins, tls.pins = tls.pins, None
+            if pins:
+                self._unpin(pins)
+    return wrapper
+
+
 class WireOperations:
     """fusepy-Operations-like, path-based view of a connection.
 
-    Paths are '/'-rooted inside the file system.  Every method takes an
-    optional `ctx=(uid, gid, pid)` keyword: the credentials the request
-    carries (default `self.ctx`, initially (0, 0, 0)).  Failures raise
-    OSError (FuseError) with the errno.
+    Paths are '/'-rooted inside the file system, with symbolic links
+    already resolved by the caller ('.' and '..' are folded lexically).
+    Every method takes an optional `ctx=(uid, gid, pid)` keyword: the
+    credentials the requests carry (default `self.ctx`, initially (0, 0, 0));
+    the daemon does its own permission checks with them.  Failures raise
+    FuseError (an OSError) with the errno.
 
-    Node ids come from a path cache filled by LOOKUP (and by the replies of
-    CREATE/MKNOD/MKDIR/SYMLINK/LINK/READDIRPLUS), which counts the lookups
-    the daemon has seen for each path; entries are dropped on unlink, rmdir,
-    rename, on a changed node id, on daemon notifications and when the
-    cache exceeds `max_cached`, and FORGET is sent for what is dropped
-    (deferred while the node has open handles).  Entries older than the
-    daemon's entry timeout are revalidated with a new LOOKUP, as the kernel
-    does, unless `honor_entry_timeout` is False.
+    What the kernel does for a daemon is done here too:
+      * path -> node id: a cache of (nodeid, generation, lookup count, type)
+        per path, filled by LOOKUP (walking from node 1) and by the entry
+        replies of CREATE/MKNOD/MKDIR/SYMLINK/LINK/READDIRPLUS.  Entries
+        are dropped on unlink, rmdir, rename, a changed node id, daemon
+        notifications (INVAL_ENTRY, DELETE) and beyond `max_cached`, and
+        FORGET (BATCH_FORGET from 7.16) returns their lookup counts.
+        Entries past the daemon's entry timeout are revalidated with a new
+        LOOKUP unless `honor_entry_timeout` is False.
+      * node ids in use are pinned: by open handles until release, and by
+        every operation while it runs, so no node id is used after its
+        FORGET (libfuse's high-level layer aborts on unknown node ids).
+      * a lookup reply that may predate a concurrent namespace change is
+        used but not cached (an epoch counter), so renames and unlinks
+        racing with lookups leave no stale names behind.
+      * the VFS checks daemons rely on (fuse2fs would e.g. UNLINK a
+        directory): EISDIR/ENOTDIR for unlink/rmdir/open/truncate/rename
+        type mismatches, EEXIST before creating an existing name, EPERM
+        for hard links to directories, EINVAL for renaming a directory into
+        itself, ENOTDIR below non-directories.
+      * handles not handed out by open/create/opendir are refused (EBADF):
+        daemons may take fh for a pointer.
+      * O_TRUNC without FUSE_ATOMIC_O_TRUNC is a SETATTR after OPEN, the
+        umask is applied here (FUSE_DONT_MASK is not offered), ENOSYS
+        answers are remembered (no-op for flush/fsync/access, EOPNOTSUPP
+        for xattrs/fallocate, MKNOD+OPEN for CREATE, READDIR for
+        READDIRPLUS, zero-message open/opendir when offered).
     """
 
     def __init__(self, conn: FuseConnection, *, ctx=(0, 0, 0),
@@ -719,8 +776,14 @@ class WireOperations:
         self._by_nodeid: dict[int, set[str]] = {}
         # open handles: (is_dir, fh) -> [nodeid or None, flags, count]
         self._handles: dict[tuple[bool, int], list] = {}
-        self._pins: dict[int, int] = {}          # nodeid -> open handles
+        # nodeid -> open handles + operations in progress using it
+        self._pins: dict[int, int] = {}
         self._deferred: dict[int, int] = {}      # nodeid -> nlookup to forget
+        self._tls = threading.local()
+        # bumped by every namespace change: a reply to a request sent before
+        # the change may describe a name that no longer exists, so it is
+        # used by its operation but not cached
+        self._epoch = 0
         self._no_open = False
         self._no_opendir = False
         self._no_create = False
@@ -730,7 +793,6 @@ class WireOperations:
         self._no_flush = False
         self._no_fsync = False
         self._no_fsyncdir = False
-        self._no_xattr = False
         self._no_fallocate = False
         self._no_lseek = False
         if conn.on_notify is None:
@@ -783,34 +845,42 @@ class WireOperations:
             return self._root_children
         return self._cache[key].children
 
-    def _remember(self, key: str, entry: _Entry) -> None:
-        """Account one lookup of entry.nodeid under `key`."""
+    def _remember(self, key: str, entry: _Entry, epoch: int) -> None:
+        """Account one lookup of entry.nodeid under `key`; `epoch` is
+        self._epoch read before the request was sent."""
         forgets: list[tuple[int, int]] = []
         with self._lock:
+            self._pin_locked(entry.nodeid)     # the caller may use it
             old = self._cache.get(key)
-            if old is not None and old.nodeid != entry.nodeid:
-                self._drop_locked(key, forgets)
-                old = None
-            if old is None:
-                parent = key.rsplit("/", 1)[0] or "/"
-                if parent != "/" and parent not in self._cache:
-                    # parent dropped meanwhile: keep nothing, give it back
-                    forgets.append((entry.nodeid, 1))
-                    entry = None
-                else:
-                    old = _Cached(entry.nodeid, entry.generation,
-                                  stat.S_IFMT(entry.attr.st_mode),
-                                  self._expiry(entry.entry_valid), parent)
-                    self._cache[key] = old
-                    self._children_of(parent).add(key)
-                    self._by_nodeid.setdefault(entry.nodeid, set()).add(key)
-            if entry is not None:
+            parent = key.rsplit("/", 1)[0] or "/"
+            if old is not None and old.nodeid == entry.nodeid:
                 old.nlookup += 1
-                old.generation = entry.generation
-                old.expires = self._expiry(entry.entry_valid)
-            if len(self._cache) > self.max_cached:
-                self._evict_locked(forgets)
+                if epoch == self._epoch:
+                    old.generation = entry.generation
+                    old.expires = self._expiry(entry.entry_valid)
+            elif (epoch != self._epoch
+                  or (parent != "/" and parent not in self._cache)):
+                # possibly stale, or its parent was dropped meanwhile:
+                # cache nothing, give the lookup back after the operation
+                forgets.append((entry.nodeid, 1))
+            else:
+                if old is not None:
+                    self._drop_locked(key, forgets)
+                    self._epoch += 1
+                ent = _Cached(entry.nodeid, entry.generation,
+                              stat.S_IFMT(entry.attr.st_mode),
+                              self._expiry(entry.entry_valid), parent)
+                ent.nlookup = 1
+                self._cache[key] = ent
+                self._children_of(parent).add(key)
+                self._by_nodeid.setdefault(entry.nodeid, set()).add(key)
+                if len(self._cache) > self.max_cached:
+                    self._evict_locked(forgets)
         self._forget(forgets)
+
+    def _now_epoch(self) -> int:
+        with self._lock:
+            return self._epoch
 
     def _drop_locked(self, key: str, forgets: list) -> None:
         ent = self._cache.pop(key, None)
@@ -853,8 +923,31 @@ class WireOperations:
                     now.append((nodeid, n))
         self.conn.forget_many(now)
 
-    def drop(self, path) -> None:
-        """Drop the cached entries for `path` and below (sending FORGET)."""
+    def _pin_locked(self, nodeid: int) -> None:
+        pins = getattr(self._tls, "pins", None)
+        if pins is None or nodeid == FUSE_ROOT_ID:
+            return
+        self._pins[nodeid] = self._pins.get(nodeid, 0) + 1
+        pins.append(nodeid)
+
+    def _unpin(self, nodeids) -> None:
+        forgets = []
+        with self._lock:
+            for nodeid in nodeids:
+                n = self._pins.get(nodeid, 0) - 1
+                if n > 0:
+                    self._pins[nodeid] = n
+                    continue
+                self._pins.pop(nodeid, None)
+                d = self._deferred.pop(nodeid, 0)
+                if d:
+                    forgets.append((nodeid, d))
+        self.conn.forget_many(forgets)
+
+    @_op
+    def drop(self, path, _changed: bool = True) -> None:
+        """Drop the cached entries for `path` and below (sending FORGET),
+        e.g. after the file system changed behind our back."""
         parts = _split(path)
         forgets: list = []
         with self._lock:
@@ -863,6 +956,8 @@ class WireOperations:
             else:
                 for child in list(self._root_children):
                     self._drop_locked(child, forgets)
+            if _changed or forgets:
+                self._epoch += 1
         self._forget(forgets)
 
     def forget_all(self) -> None:
@@ -882,17 +977,18 @@ class WireOperations:
         bname = _fsname(name)
         if len(bname) > FUSE_NAME_MAX:
             raise _err(errno.ENAMETOOLONG)
+        epoch = self._now_epoch()
         try:
             body = self._req(FUSE_LOOKUP, parent, bname + b"\0", ctx)
         except OSError as e:
             if e.errno == errno.ENOENT:
-                self.drop(key)
+                self.drop(key, False)
             raise
         entry = self._parse_entry(body)
         if entry.nodeid == 0:           # negative entry
-            self.drop(key)
+            self.drop(key, False)
             raise _err(errno.ENOENT)
-        self._remember(key, entry)
+        self._remember(key, entry, epoch)
         return entry
 
     def _resolve(self, parts: Sequence[str], ctx):
@@ -913,6 +1009,7 @@ class WireOperations:
                 hit = ent is not None and ent.expires > now
                 if hit:
                     nodeid, ftype = ent.nodeid, ent.ftype
+                    self._pin_locked(nodeid)
             if hit:
                 attr = None
                 continue
@@ -979,30 +1076,31 @@ class WireOperations:
 
     # -- handles --------------------------------------------------------------
 
-    def _add_handle(self, is_dir: bool, fh: int, nodeid: int, flags: int):
+    def _add_handle(self, is_dir: bool, fh: int, nodeid: int, flags: int,
+                    ftype: int):
         with self._lock:
             h = self._handles.get((is_dir, fh))
             if h is None:
-                self._handles[(is_dir, fh)] = ([nodeid], flags)
+                self._handles[(is_dir, fh)] = [[nodeid], flags, ftype]
             else:                       # fh reused (no-open daemons: fh 0)
                 h[0].append(nodeid)
             self._pins[nodeid] = self._pins.get(nodeid, 0) + 1
 
-    def _handle(self, is_dir: bool, fh, path, ctx) -> tuple[int, int]:
-        """(nodeid, open flags) of an open handle: the node it was opened
-        on (valid even after an unlink or rename), else the path's node."""
-        flags = 0
-        if fh is not None:
-            with self._lock:
-                h = self._handles.get((is_dir, fh))
-                if h is not None:
-                    nodes, flags = h
-                    if len(set(nodes)) == 1:
-                        return nodes[0], flags
-        return self._node(path, ctx), flags
+    def _handle(self, is_dir: bool, fh, path, ctx) -> tuple[int, int, int]:
+        """(nodeid, open flags, type) of an open handle: the node it was
+        opened on (valid even after an unlink or rename).  Handles we did
+        not hand out are refused: daemons may take fh for a pointer."""
+        with self._lock:
+            h = self._handles.get((is_dir, fh))
+            if h is None:
+                raise _err(errno.EBADF)
+            nodes, flags, ftype = h
+            if len(set(nodes)) == 1:
+                return nodes[0], flags, ftype
+        nodeid, ftype = self._typed(path, ctx)  # shared fh 0: by path
+        return nodeid, flags, ftype
 
     def _drop_handle(self, is_dir: bool, fh: int, nodeid: int) -> None:
-        forget = None
         with self._lock:
             h = self._handles.get((is_dir, fh))
             if h is None:
@@ -1012,37 +1110,35 @@ class WireOperations:
             nodes.remove(nodeid)
             if not nodes:
                 del self._handles[(is_dir, fh)]
-            n = self._pins.get(nodeid, 0) - 1
-            if n > 0:
-                self._pins[nodeid] = n
-            else:
-                self._pins.pop(nodeid, None)
-                d = self._deferred.pop(nodeid, 0)
-                if d:
-                    forget = (nodeid, d)
-        if forget:
-            self.conn.forget(*forget)
+        self._unpin([nodeid])
 
     # -- attributes -------------------------------------------------------------
 
+    @_op
     def getattr(self, path, fh=None, *, ctx=None) -> os.stat_result:
+        """Attributes; with the `fh` of an open regular file, GETATTR
+        carries it (FUSE_GETATTR_FH), as the kernel's fstat does."""
         if fh is not None:
             with self._lock:
-                h = self._handles.get((False, fh)) or self._handles.get((True, fh))
-                node = h[0][0] if h is not None and len(set(h[0])) == 1 else None
-            if node is not None:
-                return self._getattr(node, fh, ctx)
+                h = self._handles.get((False, fh))
+                if h is None or len(set(h[0])) != 1:
+                    h = None
+                else:
+                    node, _flags, ftype = h[0][0], h[1], h[2]
+            if h is not None:
+                return self._getattr(node, fh if ftype == stat.S_IFREG
+                                     else None, ctx)
         parts = _split(path)
         nodeid, attr, _t = self._resolve(parts, ctx)
-        if attr is not None and fh is None:
+        if attr is not None:
             return attr             # fresh from the LOOKUP just done
         try:
-            return self._getattr(nodeid, fh, ctx)
+            return self._getattr(nodeid, None, ctx)
         except OSError as e:
             if e.errno != errno.ESTALE or not parts:
                 raise
         self.drop(path)
-        return self._getattr(self._node(path, ctx), fh, ctx)
+        return self._getattr(self._node(path, ctx), None, ctx)
 
     def _getattr(self, nodeid, fh, ctx) -> os.stat_result:
         if self._minor >= 9:
@@ -1056,8 +1152,11 @@ class WireOperations:
     def _setattr(self, path, valid, *, fh=None, size=0, mode=0, uid=0, gid=0,
                  atime=(0, 0), mtime=(0, 0), ctx=None) -> os.stat_result:
         if fh is not None:
-            valid |= FATTR_FH
-            nodeid = self._handle(False, fh, path, ctx)[0]
+            nodeid, _flags, ftype = self._handle(False, fh, path, ctx)
+            if ftype == stat.S_IFREG:
+                valid |= FATTR_FH
+            else:
+                fh = None
         else:
             nodeid = self._node(path, ctx)
         payload = SETATTR_IN.pack(valid, 0, fh or 0, size, 0,
@@ -1067,6 +1166,7 @@ class WireOperations:
         return self._parse_attr_out(self._req(FUSE_SETATTR, nodeid, payload,
                                               ctx))
 
+    @_op
     def truncate(self, path, length, fh=None, *, ctx=None):
         if length < 0:
             raise _err(errno.EINVAL)
@@ -1078,9 +1178,11 @@ class WireOperations:
                 raise _err(errno.EINVAL)
         self._setattr(path, FATTR_SIZE, fh=fh, size=length, ctx=ctx)
 
+    @_op
     def chmod(self, path, mode, *, ctx=None):
         self._setattr(path, FATTR_MODE, mode=mode & 0o7777, ctx=ctx)
 
+    @_op
     def chown(self, path, uid, gid, *, ctx=None):
         valid = 0
         if uid is not None and uid != -1 and uid != 0xFFFFFFFF:
@@ -1093,6 +1195,7 @@ class WireOperations:
         self._setattr(path, valid, uid=uid if valid & FATTR_UID else 0,
                       gid=gid if valid & FATTR_GID else 0, ctx=ctx)
 
+    @_op
     def utimens(self, path, times=None, *, ctx=None):
         """times: None (both now) or (atime, mtime), each nanoseconds since
         the epoch, UTIME_NOW, or UTIME_OMIT/None."""
@@ -1118,6 +1221,7 @@ class WireOperations:
             return
         self._setattr(path, valid, atime=vals[0], mtime=vals[1], ctx=ctx)
 
+    @_op
     def readlink(self, path, *, ctx=None) -> str:
         nodeid, ftype = self._typed(path, ctx)
         if ftype != stat.S_IFLNK:
@@ -1125,6 +1229,7 @@ class WireOperations:
         body = self._req(FUSE_READLINK, nodeid, b"", ctx)
         return os.fsdecode(body.split(b"\0", 1)[0])
 
+    @_op
     def statfs(self, path="/", *, ctx=None) -> dict:
         body = self._req(FUSE_STATFS, self._node(path, ctx), b"", ctx)
         if len(body) >= KSTATFS.size:
@@ -1141,6 +1246,7 @@ class WireOperations:
                 "f_files": files, "f_ffree": ffree, "f_favail": ffree,
                 "f_namemax": namelen}
 
+    @_op
     def access(self, path, mode, *, ctx=None):
         nodeid = self._node(path, ctx)
         mask = mode & 7
@@ -1155,6 +1261,7 @@ class WireOperations:
 
     # -- directories --------------------------------------------------------------
 
+    @_op
     def opendir(self, path, *, ctx=None) -> int:
         nodeid, ftype = self._typed(path, ctx)
         if ftype != stat.S_IFDIR:
@@ -1171,11 +1278,20 @@ class WireOperations:
                         and self.conn.flags & FUSE_NO_OPENDIR_SUPPORT):
                     raise
                 self._no_opendir = True
-        self._add_handle(True, fh, nodeid, os.O_RDONLY | os.O_DIRECTORY)
+        self._add_handle(True, fh, nodeid, os.O_RDONLY | os.O_DIRECTORY,
+                         stat.S_IFDIR)
         return fh
 
-    def readdir(self, path, fh=0, *, ctx=None) -> list[tuple[str, int, int]]:
-        """All entries as (name, d_type, ino), '.' and '..' included."""
+    @_op
+    def readdir(self, path, fh=None, *, ctx=None) -> list[tuple[str, int, int]]:
+        """All entries as (name, d_type, ino), '.' and '..' included.
+        Without `fh`, the directory is opened and released around it."""
+        if fh is None:
+            fh = self.opendir(path, ctx=ctx)
+            try:
+                return self.readdir(path, fh, ctx=ctx)
+            finally:
+                self.releasedir(path, fh, ctx=ctx)
         nodeid = self._handle(True, fh, path, ctx)[0]
         parts = _split(path)
         key = _key(parts)
@@ -1187,6 +1303,7 @@ class WireOperations:
         while True:
             payload = self._io_in(fh or 0, offset, size,
                                   os.O_RDONLY | os.O_DIRECTORY)
+            epoch = self._now_epoch()
             if plus:
                 try:
                     body = self._req(FUSE_READDIRPLUS, nodeid, payload, ctx)
@@ -1201,7 +1318,8 @@ class WireOperations:
             if not body:
                 break
             last = offset
-            offset = self._parse_dirents(body, plus, key, out, offset)
+            offset = self._parse_dirents(body, plus, key, out, offset,
+                                         epoch)
             if offset == last:
                 break
         names = {e[0] for e in out}
@@ -1220,7 +1338,7 @@ class WireOperations:
             out.insert(0, (".", _DT_DIR, ino))
         return out
 
-    def _parse_dirents(self, body, plus, key, out, offset) -> int:
+    def _parse_dirents(self, body, plus, key, out, offset, epoch) -> int:
         pos = 0
         n = len(body)
         esize = self.conn.entry_out_size
@@ -1245,9 +1363,10 @@ class WireOperations:
             if entry is not None and entry.nodeid and name not in (".", ".."):
                 remembered.append((name, entry))
         for name, entry in remembered:
-            self._remember(key.rstrip("/") + "/" + name, entry)
+            self._remember(key.rstrip("/") + "/" + name, entry, epoch)
         return offset
 
+    @_op
     def releasedir(self, path, fh, *, ctx=None):
         nodeid = self._handle(True, fh, path, ctx)[0]
         try:
@@ -1258,6 +1377,7 @@ class WireOperations:
         finally:
             self._drop_handle(True, fh, nodeid)
 
+    @_op
     def fsyncdir(self, path, datasync, fh, *, ctx=None):
         if self._no_fsyncdir:
             return
@@ -1273,10 +1393,11 @@ class WireOperations:
 
     # -- files ------------------------------------------------------------------
 
+    @_op
     def open(self, path, flags, *, ctx=None) -> int:
         nodeid, ftype = self._typed(path, ctx)
         self._check_open(ftype, flags)
-        return self._open(nodeid, path, flags, ctx)
+        return self._open(nodeid, ftype, path, flags, ctx)
 
     @staticmethod
     def _check_open(ftype, flags) -> None:
@@ -1289,12 +1410,13 @@ class WireOperations:
         elif flags & os.O_DIRECTORY:
             raise _err(errno.ENOTDIR)
 
-    def _open(self, nodeid, path, flags, ctx) -> int:
+    def _open(self, nodeid, ftype, path, flags, ctx) -> int:
         oflags = flags & ~_NOCTTY_EXCL_CREAT
         trunc_after = False
         if oflags & os.O_TRUNC and not self.conn.flags & FUSE_ATOMIC_O_TRUNC:
             oflags &= ~os.O_TRUNC
-            trunc_after = (flags & os.O_ACCMODE) != os.O_RDONLY
+            trunc_after = (ftype == stat.S_IFREG
+                           and (flags & os.O_ACCMODE) != os.O_RDONLY)
         fh = 0
         if not self._no_open:
             try:
@@ -1306,7 +1428,7 @@ class WireOperations:
                         and self.conn.flags & FUSE_NO_OPEN_SUPPORT):
                     raise
                 self._no_open = True
-        self._add_handle(False, fh, nodeid, oflags)
+        self._add_handle(False, fh, nodeid, oflags, ftype)
         if trunc_after:
             try:
                 self._setattr(path, FATTR_SIZE, fh=fh, size=0, ctx=ctx)
@@ -1315,6 +1437,7 @@ class WireOperations:
                 raise
         return fh
 
+    @_op
     def create(self, path, mode, flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
                umask=0o022, *, ctx=None) -> int:
         parts = _split(path)
@@ -1324,7 +1447,8 @@ class WireOperations:
             if flags & os.O_EXCL:
                 raise _err(errno.EEXIST)
             self._check_open(found[1], flags & ~os.O_CREAT)
-            return self._open(found[0], path, flags & ~os.O_CREAT, ctx)
+            return self._open(found[0], found[1], path, flags & ~os.O_CREAT,
+                              ctx)
         parent, name, key = self._parent(path, ctx)
         fmode = stat.S_IFREG | (mode & 0o7777 & ~umask)
         if not self._no_create:
@@ -1335,6 +1459,7 @@ class WireOperations:
                 head = CREATE_IN.pack(oflags & 0xFFFFFFFF, fmode, umask, 0)
             else:
                 head = OPEN_IN.pack(oflags & 0xFFFFFFFF, fmode)
+            epoch = self._now_epoch()
             try:
                 body = self._req(FUSE_CREATE, parent,
                                  [head, _fsname(name) + b"\0"], ctx)
@@ -1346,26 +1471,37 @@ class WireOperations:
                 entry = self._parse_entry(body)
                 if not entry.nodeid:
                     raise _err(errno.EIO, "CREATE returned node 0")
-                self._remember(key, entry)
+                self._remember(key, entry, epoch)
                 esize = self.conn.entry_out_size
                 fh = (OPEN_OUT.unpack_from(body, esize)[0]
                       if len(body) >= esize + 8 else 0)
                 self._add_handle(False, fh, entry.nodeid,
-                                 oflags & ~_NOCTTY_EXCL_CREAT)
+                                 oflags & ~_NOCTTY_EXCL_CREAT, stat.S_IFREG)
                 return fh
         # no CREATE: MKNOD then OPEN, as the kernel falls back
         self._mknod(parent, name, key, fmode, 0, 0, ctx)
         return self.open(path, flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC),
                          ctx=ctx)
 
+    @_op
     def read(self, path, size, offset, fh, *, ctx=None) -> bytes:
-        nodeid, flags = self._handle(False, fh, path, ctx)
+        """Up to `size` bytes at `offset`, in READs of at most max_read
+        bytes; short at end of file.  An error after some data was read
+        returns that data, as read(2) does."""
+        nodeid, flags, _t = self._handle(False, fh, path, ctx)
+        if offset < 0:
+            raise _err(errno.EINVAL)
         chunk = self.conn.max_read
         pieces = []
         while size > 0:
             n = min(size, chunk)
-            body = self._req(FUSE_READ, nodeid,
-                             self._io_in(fh, offset, n, flags), ctx)
+            try:
+                body = self._req(FUSE_READ, nodeid,
+                                 self._io_in(fh, offset, n, flags), ctx)
+            except OSError:
+                if pieces:
+                    break
+                raise
             if len(body) > n:
                 body = body[:n]
             pieces.append(body)
@@ -1373,18 +1509,31 @@ class WireOperations:
             size -= len(body)
             if len(body) < n:
                 break
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        if len(pieces) == 1:
+            return pieces[0]
+        return b"".join(pieces)
 
+    @_op
     def write(self, path, data, offset, fh, *, ctx=None) -> int:
-        nodeid, flags = self._handle(False, fh, path, ctx)
+        """Write `data` at `offset` in WRITEs of at most write_chunk bytes;
+        returns the count written (short if the daemon wrote less, or if
+        an error came after some data was written)."""
+        nodeid, flags, _t = self._handle(False, fh, path, ctx)
+        if offset < 0:
+            raise _err(errno.EINVAL)
         view = memoryview(data).cast("B")
         chunk = self.conn.write_chunk
         done = 0
         while done < len(view):
             piece = view[done:done + chunk]
-            body = self._req(FUSE_WRITE, nodeid,
-                             [self._io_in(fh, offset + done, len(piece), flags),
-                              piece], ctx)
+            try:
+                body = self._req(FUSE_WRITE, nodeid,
+                                 [self._io_in(fh, offset + done, len(piece),
+                                              flags), piece], ctx)
+            except OSError:
+                if done:
+                    break
+                raise
             if len(body) < WRITE_OUT.size:
                 raise _err(errno.EIO, "short write reply")
             n = WRITE_OUT.unpack_from(body)[0]
@@ -1395,6 +1544,7 @@ class WireOperations:
                 break
         return done
 
+    @_op
     def flush(self, path, fh, *, ctx=None):
         if self._no_flush:
             return
@@ -1406,8 +1556,9 @@ class WireOperations:
                 raise
             self._no_flush = True
 
+    @_op
     def release(self, path, fh, flags=0, *, ctx=None):
-        nodeid, oflags = self._handle(False, fh, path, ctx)
+        nodeid, oflags, _t = self._handle(False, fh, path, ctx)
         try:
             if not self._no_open:
                 self._req(FUSE_RELEASE, nodeid,
@@ -1416,6 +1567,7 @@ class WireOperations:
         finally:
             self._drop_handle(False, fh, nodeid)
 
+    @_op
     def fsync(self, path, datasync, fh, *, ctx=None):
         if self._no_fsync:
             return
@@ -1429,10 +1581,13 @@ class WireOperations:
                 raise
             self._no_fsync = True
 
+    @_op
     def fallocate(self, path, mode, offset, length, fh, *, ctx=None):
+        nodeid = self._handle(False, fh, path, ctx)[0]
+        if offset < 0 or length <= 0:
+            raise _err(errno.EINVAL)
         if self._no_fallocate or self._minor < 19:
             raise _err(errno.EOPNOTSUPP)
-        nodeid = self._handle(False, fh, path, ctx)[0]
         try:
             self._req(FUSE_FALLOCATE, nodeid,
                       FALLOCATE_IN.pack(fh, offset, length, mode, 0), ctx)
@@ -1442,6 +1597,7 @@ class WireOperations:
             self._no_fallocate = True
             raise _err(errno.EOPNOTSUPP) from None
 
+    @_op
     def lseek(self, path, offset, whence, fh, *, ctx=None) -> int:
         """SEEK_SET/SEEK_END are answered here; SEEK_DATA/SEEK_HOLE go to
         the daemon when it implements LSEEK, else the whole file is data."""
@@ -1473,19 +1629,25 @@ class WireOperations:
 
     # -- names ------------------------------------------------------------------
 
-    def _entry_reply(self, key: str, body) -> os.stat_result:
-        entry = self._parse_entry(body)
+    def _entry_op(self, key: str, opcode: int, parent: int, payload,
+                  ctx) -> os.stat_result:
+        """A request answered with fuse_entry_out (MKNOD, MKDIR, SYMLINK,
+        LINK): the new name gets cached with its lookup."""
+        epoch = self._now_epoch()
+        entry = self._parse_entry(self._req(opcode, parent, payload, ctx))
         if not entry.nodeid:
             raise _err(errno.EIO, "entry reply with node 0")
-        self._remember(key, entry)
+        self._remember(key, entry, epoch)
         return entry.attr
 
+    @_op
     def mkdir(self, path, mode, *, umask=0, ctx=None):
         parent, name, key = self._new_name(path, ctx)
         payload = [MKDIR_IN.pack(mode & 0o1777 & ~umask, umask),
                    _fsname(name) + b"\0"]
-        self._entry_reply(key, self._req(FUSE_MKDIR, parent, payload, ctx))
+        self._entry_op(key, FUSE_MKDIR, parent, payload, ctx)
 
+    @_op
     def mknod(self, path, mode, dev=0, *, umask=0, ctx=None):
         ftype = stat.S_IFMT(mode)
         if ftype == 0:
@@ -1503,9 +1665,10 @@ class WireOperations:
         rdev = _encode_dev(dev)
         head = (MKNOD_IN.pack(mode, rdev, umask, 0) if self._minor >= 12
                 else MKNOD_IN_COMPAT.pack(mode, rdev))
-        self._entry_reply(key, self._req(FUSE_MKNOD, parent,
-                                         [head, _fsname(name) + b"\0"], ctx))
+        self._entry_op(key, FUSE_MKNOD, parent, [head, _fsname(name) + b"\0"],
+                       ctx)
 
+    @_op
     def symlink(self, target, source, *, ctx=None):
         """Create `target` (the new name), a symlink whose content is
         `source` (fusepy's argument order)."""
@@ -1513,8 +1676,9 @@ class WireOperations:
             raise _err(errno.ENOENT)
         parent, name, key = self._new_name(target, ctx)
         payload = [_fsname(name) + b"\0", _fsname(source) + b"\0"]
-        self._entry_reply(key, self._req(FUSE_SYMLINK, parent, payload, ctx))
+        self._entry_op(key, FUSE_SYMLINK, parent, payload, ctx)
 
+    @_op
     def link(self, target, source, *, ctx=None):
         """Create `target` (the new name), a hard link to `source`."""
         old, ftype = self._typed(source, ctx)
@@ -1522,7 +1686,7 @@ class WireOperations:
             raise _err(errno.EPERM)
         parent, name, key = self._new_name(target, ctx)
         payload = [LINK_IN.pack(old), _fsname(name) + b"\0"]
-        self._entry_reply(key, self._req(FUSE_LINK, parent, payload, ctx))
+        self._entry_op(key, FUSE_LINK, parent, payload, ctx)
 
     def _remove(self, opcode, path, ctx):
         parent, name, key = self._parent(path, ctx)
@@ -1539,12 +1703,15 @@ class WireOperations:
             raise
         self.drop(key)
 
+    @_op
     def unlink(self, path, *, ctx=None):
         self._remove(FUSE_UNLINK, path, ctx)
 
+    @_op
     def rmdir(self, path, *, ctx=None):
         self._remove(FUSE_RMDIR, path, ctx)
 
+    @_op
     def rename(self, old, new, flags=0, *, ctx=None):
         """RENAME, or RENAME2 when `flags` (RENAME_NOREPLACE=1,
         RENAME_EXCHANGE=2, RENAME_WHITEOUT=4) are given and offered."""
@@ -1592,6 +1759,7 @@ class WireOperations:
         with self._lock:
             self._drop_locked(okey, forgets)
             self._drop_locked(nkey, forgets)
+            self._epoch += 1
         self._forget(forgets)
 
     # -- extended attributes -------------------------------------------------------
@@ -1623,13 +1791,16 @@ class WireOperations:
                     raise
         raise _err(errno.ERANGE)
 
+    @_op
     def getxattr(self, path, name, position=0, *, ctx=None) -> bytes:
         return self._xattr_value(FUSE_GETXATTR, path, name, ctx)
 
+    @_op
     def listxattr(self, path, *, ctx=None) -> list[str]:
         body = self._xattr_value(FUSE_LISTXATTR, path, None, ctx)
         return [os.fsdecode(n) for n in body.split(b"\0") if n]
 
+    @_op
     def setxattr(self, path, name, value, options=0, position=0, *, ctx=None):
         nodeid = self._node(path, ctx)
         value = bytes(value)
@@ -1642,6 +1813,7 @@ class WireOperations:
                 raise _err(errno.EOPNOTSUPP) from None
             raise
 
+    @_op
     def removexattr(self, path, name, *, ctx=None):
         nodeid = self._node(path, ctx)
         try:
