@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import errno
 import os
+import threading
 
 from .module import PathCall, Redirect
+
+#: the process whose call is being served (set by the view): /proc/self
+#: seen through a service is that process's, not the hypervisor's
+caller = threading.local()
 
 
 class LowerView:
@@ -39,7 +44,11 @@ class LowerView:
         return os.stat(self.real(path))
 
     def readlink(self, path: str) -> str:
-        return os.readlink(self.real(path, name="readlink"))
+        real = self.real(path, name="readlink")
+        pid = getattr(caller, "pid", None)
+        if pid is not None and real in ("/proc/self", "/proc/thread-self"):
+            return str(pid) if real == "/proc/self" else f"{pid}/task/{pid}"
+        return os.readlink(real)
 
     def exists(self, path: str) -> bool:
         try:

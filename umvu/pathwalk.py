@@ -126,6 +126,8 @@ class Walker:
                     if parts:
                         return Resolved(nxt, None, touched, errno.ENOTDIR)
                     break
+                if beneath is not None and target.startswith("/"):
+                    return Resolved(nxt, service, True, errno.EXDEV)
                 cur = self._follow(target, root, parts, base=cur)
                 continue
             if not last and not stat.S_ISDIR(st.st_mode):

@@ -23,7 +23,7 @@ from . import ptrace_core as pc
 from . import syscall_table
 from . import served, structs
 from .fsstate import FdTable, OpenFile, ProcFs
-from .lowerview import LowerView
+from .lowerview import LowerView, caller
 from .module import Answer, PathCall, Redirect
 from .pathwalk import MAGIC, Walker
 from .services import path_under as _under
@@ -83,7 +83,7 @@ CALL_ARGS = {
     "access": {"mode": 1}, "faccessat": {"mode": 2}, "faccessat2": {"mode": 2},
 }
 #: buffer argument and layout of the stat calls whose fields a service may set
-STAT_LAYOUT = {"stat": (1, "stat"), "lstat": (1, "stat"),
+STAT_LAYOUT = {"stat": (1, "stat"), "lstat": (1, "stat"), "fstat": (1, "stat"),
                "newfstatat": (2, "stat"), "statx": (4, "statx")}
 TWO_PATHS = {"rename": "rename", "renameat": "rename", "renameat2": "rename",
              "link": "link", "linkat": "link"}
@@ -102,6 +102,7 @@ class Vfs:
         self.walker = Walker(self.services, self._magic)
         self._caller: ProcFs | None = None
         self.served = served.ServedCalls(self)
+        self._current = None            # the process whose call is served
         self.handlers = {}
         self._fd_methods = {}
         self._placeholders = 0
@@ -238,18 +239,32 @@ class Vfs:
         st = proc.data.get(KEY) if proc else None
         if st is None:
             return None
+        chrooted = st.fs.root != "/"
         if kind == "cwd":
-            return st.fs.cwd if self._is_virtual_dir(st.fs.cwd) else None
+            virtual = chrooted or self._is_virtual_dir(st.fs.cwd)
+            return _rooted(st, st.fs.cwd) if virtual else None
         if kind == "root":
-            return st.fs.root if st.fs.root != "/" else None
+            return "/" if chrooted else None
         if kind == "exe":
-            return st.exe
+            return _rooted(st, st.exe) if st.exe else None
         fd = int(kind[3:])
         entry = st.files.get(fd)
         if entry is not None and not self._still_open(pid, fd, entry):
             st.files.drop(fd)
             return None
-        return entry.path if entry else None
+        return _rooted(st, entry.path) if entry else None
+
+    def _get(self, st: ProcFs, fd: int) -> OpenFile | None:
+        """The mirror's entry for fd, if it still is the file we opened: a
+        process that does not trap descriptor calls closes and reuses
+        descriptors without our seeing it."""
+        entry = st.files.get(fd)
+        if entry is None or self._current is None or self._current.fd_trapped:
+            return entry
+        if self._still_open(self._current.pid, fd, entry):
+            return entry
+        st.files.drop(fd)
+        return None
 
     @staticmethod
     def _still_open(pid: int, fd: int, entry: OpenFile) -> bool:
@@ -271,13 +286,15 @@ class Vfs:
         if handler is None:
             return None
         st = self.state(stop.process)
+        caller.pid = stop.process.pid
+        self._current = stop.process
         return handler(stop, st, syscall_table.BY_NR[stop.nr])
 
     def _start(self, stop, st: ProcFs, dirfd: int) -> tuple[str, bool] | None:
         """Directory a relative path starts from, and whether it is virtual."""
         if _signed32(dirfd) == AT_FDCWD:
             return st.fs.cwd, self._is_virtual_dir(st.fs.cwd)
-        entry = st.files.get(_signed32(dirfd))
+        entry = self._get(st, _signed32(dirfd))
         if entry is not None:
             return entry.path, True
         try:
@@ -332,6 +349,7 @@ class Vfs:
                 return answer
             final.listing = final.listing or answer.listing
             final.meta = final.meta or answer.meta
+            final.trap_fd = final.trap_fd or answer.trap_fd
             path = final.path = answer.path
             service = self.services.for_path(path, service.epoch)
         return final
@@ -348,14 +366,18 @@ class Vfs:
         # symlink(target, linkpath): the name created is the second path
         pidx, atidx = (sc.path, sc.at) if sc.path is not None else (sc.path2, sc.at2)
         if pidx is None or args[pidx] == 0:
-            return None                 # e.g. utimensat(fd, NULL): an fd call
+            if name == "utimensat":     # futimens: an fd call
+                return self._fd_redirect(stop, st, args[0], 1, 0)
+            return None
         path = self._read_path(stop, args[pidx])
         dirfd = args[atidx] if atidx is not None else None
         if path == "" and sc.empty is not None and args[sc.empty] & AT_EMPTY_PATH:
-            entry = st.files.get(_signed32(dirfd)) if dirfd is not None else None
+            entry = self._get(st, _signed32(dirfd)) if dirfd is not None else None
             if entry is not None and entry.served is not None and name in (
                     "newfstatat", "statx"):
                 return self.served.fstatat_empty(stop, entry, name)
+            if entry is not None and entry.meta and name in STAT_LAYOUT:
+                self._patch_on_exit(stop, name, entry.meta)
             return None                 # the fd itself: a real descriptor
         op = OPS[name]
         flags = self._open_flags(name, args) if op == "open" else 0
@@ -395,8 +417,7 @@ class Vfs:
         if op == "open":
             self._track_open(stop, st, res, flags, final)
         elif final.meta and name in STAT_LAYOUT:
-            buf = args[STAT_LAYOUT[name][0]]
-            stop.on_exit(lambda r: _patch_stat(stop, r, name, buf, final.meta))
+            self._patch_on_exit(stop, name, final.meta)
         elif name in ("execve", "execveat"):
             stop.process.pending_exe = res.path
             return self._shebang(stop, st, sc, host, res.path)
@@ -538,6 +559,24 @@ class Vfs:
         stop.on_exit(opened)
         return None
 
+    @staticmethod
+    def _patch_on_exit(stop, name: str, meta: dict) -> None:
+        buf = stop.args[STAT_LAYOUT[name][0]]
+        stop.on_exit(lambda r: _patch_stat(stop, r, name, buf, meta))
+
+    def _fd_redirect(self, stop, st, fd: int, path_at: int, at_at: int):
+        """An fd call that would change a lower-layer file (futimens): make it
+        a path call on the file the service gives (a copy in its top layer)."""
+        entry = self._get(st, _signed32(fd))
+        hook = getattr(entry.service, "fd_redirect", None) if entry else None
+        if hook is None:
+            return None
+        host = hook(entry)
+        if isinstance(host, int):
+            return host
+        self._rewrite(stop, path_at, host, at_at)
+        return None
+
     def _answered(self, service) -> None:
         """For --trace: who shaped this call."""
         module = getattr(service, "module", None)
@@ -553,9 +592,9 @@ class Vfs:
     def _fd_call(self, stop, st, sc):
         """A descriptor call: served files answer here; the rest keeps the
         mirror up to date."""
-        entry = st.files.get(_signed32(stop.args[sc.fd]))
+        entry = self._get(st, _signed32(stop.args[sc.fd]))
         if (entry is None or entry.served is None) and sc.fd2 is not None:
-            entry = st.files.get(_signed32(stop.args[sc.fd2]))
+            entry = self._get(st, _signed32(stop.args[sc.fd2]))
         if entry is not None and entry.served is not None:
             self._answered(entry.service)
             result = self.served.handle(sc.name, stop, st, entry)
@@ -566,6 +605,8 @@ class Vfs:
                 if ph is None and entry.private.get("write_back"):
                     entry.private["ph_fd"] = os.open(
                         f"/proc/{stop.process.pid}/fd/{_signed32(stop.args[4])}", os.O_RDWR)
+        elif entry is not None and entry.meta and sc.name == "fstat":
+            self._patch_on_exit(stop, "fstat", entry.meta)
         method = self._fd_methods.get(stop.nr)
         return method(stop, st, sc) if method is not None else None
 
@@ -623,6 +664,8 @@ class Vfs:
         how = stop.read(args[2], 24)
         flags, mode, resolve = struct.unpack("QQQ", how)
         path = self._read_path(stop, args[1])
+        if path.startswith("/") and resolve & RESOLVE_BENEATH:
+            return -errno.EXDEV
         start = self._start(stop, st, args[0]) if not path.startswith("/") or \
             resolve & RESOLVE_IN_ROOT else (st.fs.cwd, False)
         if start is None:
@@ -687,7 +730,7 @@ class Vfs:
 
     # ---- calls on the process's own state -------------------------------------------
     def sys_getcwd(self, stop, st, sc):
-        data = os.fsencode(st.fs.cwd) + b"\0"
+        data = os.fsencode(_rooted(st, st.fs.cwd)) + b"\0"
         if len(data) > stop.args[1]:
             return -errno.ERANGE
         stop.write(stop.args[0], data)
@@ -695,7 +738,7 @@ class Vfs:
 
     def sys_fchdir(self, stop, st, sc):
         fd = _signed32(stop.args[0])
-        entry = st.files.get(fd)
+        entry = self._get(st, fd)
         if entry is not None:
             stop.on_exit(lambda r, p=entry.path: self._set_cwd(st, p, r))
             return None
@@ -729,13 +772,13 @@ class Vfs:
     # ---- descriptor table ------------------------------------------------------------
     def sys_close(self, stop, st, sc):
         fd = _signed32(stop.args[0])
-        if st.files.get(fd) is not None:
+        if self._get(st, fd) is not None:
             st.files.drop(fd)
             self.changed(st)
         return None
 
     def _dup_hook(self, stop, st, old: int, new: int | None, cloexec: bool):
-        if st.files.get(old) is None and (new is None or st.files.get(new) is None):
+        if self._get(st, old) is None and (new is None or self._get(st, new) is None):
             return None
         def done(result):
             if result >= 0:
@@ -751,7 +794,7 @@ class Vfs:
         merged directory, a file of a cow mount's lower layer): from now on
         this process traps every descriptor call, and the C core lets the
         ones on other descriptors go at once."""
-        entry = st.files.get(fd)
+        entry = self._get(st, fd)
         if entry is None or stop.process.fd_trapped or not (
                 entry.served is not None or entry.listing is not None or entry.trap):
             return
@@ -772,7 +815,7 @@ class Vfs:
 
     def sys_fcntl(self, stop, st, sc):
         fd, cmd = _signed32(stop.args[0]), _signed32(stop.args[1])
-        if st.files.get(fd) is None:
+        if self._get(st, fd) is None:
             return None
         if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
             return self._dup_hook(stop, st, fd, None, cmd == F_DUPFD_CLOEXEC)
@@ -795,7 +838,7 @@ class Vfs:
 
     # ---- merged directories -------------------------------------------------------------
     def sys_getdents64(self, stop, st, sc):
-        entry = st.files.get(_signed32(stop.args[0]))
+        entry = self._get(st, _signed32(stop.args[0]))
         if entry is None or entry.listing is None:
             return None
         if entry.entries is None:
@@ -809,11 +852,11 @@ class Vfs:
         return len(data)
 
     def sys_getdents(self, stop, st, sc):
-        entry = st.files.get(_signed32(stop.args[0]))
+        entry = self._get(st, _signed32(stop.args[0]))
         return None if entry is None or entry.listing is None else -errno.ENOSYS
 
     def sys_lseek(self, stop, st, sc):
-        entry = st.files.get(_signed32(stop.args[0]))
+        entry = self._get(st, _signed32(stop.args[0]))
         if entry is None or entry.listing is None:
             return None
         offset, whence = stop.args[1], stop.args[2]
@@ -824,7 +867,7 @@ class Vfs:
 
     # ---- metadata changes on descriptors ----------------------------------------------
     def _fd_modify(self, stop, st, sc):
-        entry = st.files.get(_signed32(stop.args[0]))
+        entry = self._get(st, _signed32(stop.args[0]))
         if entry is None:
             return None
         hook = getattr(entry.service, "fd_modify", None)
@@ -874,3 +917,11 @@ def _patch_stat(stop, result: int, name: str, buf: int, meta: dict):
             stop.write(buf + 128, struct.pack("II", os.major(meta["rdev"]),
                                               os.minor(meta["rdev"])))
     return None
+
+
+def _rooted(st: ProcFs, path: str) -> str:
+    """A view path as a chrooted process names it (from its own root)."""
+    root = st.fs.root
+    if root == "/" or not (path == root or path.startswith(root + "/")):
+        return path
+    return path[len(root):] or "/"

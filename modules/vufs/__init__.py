@@ -70,7 +70,21 @@ class VufsService(PathService):
             path if self.target == "/" else path[len(self.target):])
 
     def lstat(self, path):
+        if self.layers.store is not None and _in_store(self.rel(path)):
+            raise FileNotFoundError(errno.ENOENT, "no such file", path)
         return self.layers.lstat(self.rel(path))
+
+    def fd_redirect(self, entry):
+        try:
+            return self.layers.fd_redirect(self.rel(entry.path))
+        except OSError as exc:
+            return -(exc.errno or errno.EIO)
+
+    def fd_modify(self, entry, name, args):
+        try:
+            return self.layers.fd_modify(self.rel(entry.path), name, args)
+        except OSError as exc:
+            return -(exc.errno or errno.EIO)
 
     def readlink(self, path):
         return self.layers.readlink(self.rel(path))
@@ -78,6 +92,8 @@ class VufsService(PathService):
     def path_call(self, call):
         rel = self.rel(call.path)
         rel2 = self.rel(call.path2) if call.path2 is not None else None
+        if self.layers.store is not None and (_in_store(rel) or _in_store(rel2)):
+            return -errno.ENOENT        # the cow bookkeeping is not part of the view
         if self.opts.ro and call.op != "stat" and not (
                 call.op == "open" and call.flags & 3 == 0 and
                 not call.flags & (0o100 | 0o1000)):
@@ -86,3 +102,7 @@ class VufsService(PathService):
             return self.layers.call(call, rel, rel2)
         except OSError as exc:
             return -(exc.errno or errno.EIO)
+
+
+def _in_store(rel: str | None) -> bool:
+    return rel is not None and (rel == "/.-" or rel.startswith("/.-/"))

@@ -12,12 +12,15 @@ import errno
 import os
 import shutil
 import stat
+import tempfile
 
 from .store import Store
 
 O_ACCMODE, O_CREAT, O_EXCL, O_TRUNC = 3, 0o100, 0o200, 0o1000
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 STAT_CALLS = {"stat", "lstat", "newfstatat", "statx"}
+OWNER_CALLS = {"chmod", "fchmodat", "fchmodat2", "chown", "lchown", "fchownat",
+               "utime", "utimes", "futimesat", "utimensat"}
 DT = {stat.S_IFREG: 8, stat.S_IFDIR: 4, stat.S_IFLNK: 10, stat.S_IFCHR: 2,
       stat.S_IFBLK: 6, stat.S_IFIFO: 1, stat.S_IFSOCK: 12}
 
@@ -106,14 +109,12 @@ class Layers:
     def op_open(self, call, rel, rel2):
         flags = call.flags
         where = self.where(rel)
-        if where is None and self.store.deleted(rel):
-            if not flags & O_CREAT:
-                return -errno.ENOENT
-            return self._create(call, rel)
         if where is None:
-            if flags & O_CREAT:
-                return self._create(call, rel)
-            return call.redirect(self.bottom(rel))      # the kernel says ENOENT
+            if not flags & O_CREAT:
+                if self.store.deleted(rel):
+                    return -errno.ENOENT
+                return call.redirect(self.bottom(rel))  # the kernel says ENOENT
+            return self._create(call, rel)
         if flags & O_CREAT and flags & O_EXCL:
             return -errno.EEXIST
         if writes(flags):
@@ -122,7 +123,10 @@ class Layers:
         st = self._stat_follow(path)
         if st is not None and stat.S_ISDIR(st.st_mode):
             return call.redirect(path, listing=lambda: self.listing(rel))
-        return call.redirect(path)
+        # the lower layer's files of cow/mincow: fchmod & co must copy up
+        lower = where == "bottom" and self.mode in ("cow", "mincow")
+        meta = self.store.stat_fields(rel)
+        return call.redirect(path, meta=meta, trap_fd=lower or bool(meta))
 
     def _stat_follow(self, path):
         try:
@@ -145,16 +149,20 @@ class Layers:
     def op_create(self, call, rel, rel2):
         if self.where(rel) is not None:
             return -errno.EEXIST
-        if self.mode == "merge":
-            if self.store is not None and self.store.deleted(rel):
-                return -errno.EROFS
-            return call.redirect(self.bottom(rel))
-        if self.mode == "mincow" and self._can_write_dir(self.bottom(_dirname(rel))):
-            return call.redirect(self.bottom(rel))
-        if call.name in ("mknod", "mknodat") and (
-                stat.S_ISCHR(call.mode) or stat.S_ISBLK(call.mode)):
+        if self._create_layer(rel) == "top" and call.name in ("mknod", "mknodat") \
+                and (stat.S_ISCHR(call.mode) or stat.S_ISBLK(call.mode)):
             return self._mknod_device(call, rel)
         return self._create(call, rel)
+
+    def _create_layer(self, rel: str):
+        """Where a new name goes: merge creates in TARGET, mincow in TARGET
+        where the user may write there, cow (and mincow else) in SOURCE."""
+        if self.mode == "merge":
+            return -errno.EROFS if self.store.deleted(rel) else "bottom"
+        if self.mode == "mincow" and not self.store.deleted(rel) and \
+                self._can_write_dir(self.bottom(_dirname(rel))):
+            return "bottom"
+        return "top"
 
     def op_delete(self, call, rel, rel2):
         where = self.where(rel)
@@ -223,12 +231,44 @@ class Layers:
         if self.where(rel2) is not None:
             return -errno.EEXIST
         if self.mode == "merge":
-            return call.redirect(self.path_of(rel), self.bottom(rel2))
+            if self.where(rel) == "top":
+                return -errno.EXDEV     # a new name must not make SOURCE writable
+            return call.redirect(self.bottom(rel), self.bottom(rel2))
         if self.where(rel) == "bottom":
             self._copy_up(rel)
         self._make_parents(rel2)
         self.store.dewhiteout(rel2)
+        self.store.link_meta(rel, rel2)
         return call.redirect(self.top(rel), self.top(rel2))
+
+    def fd_redirect(self, rel: str):
+        """The host file a change through a descriptor must reach."""
+        if self.where(rel) is None:
+            return -errno.ENOENT
+        if self.where(rel) == "bottom" and self.mode in ("cow", "mincow"):
+            self._copy_up(rel)
+        return self._host(self.path_of(rel), "modify")
+
+    def fd_modify(self, rel: str, name: str, args) -> int:
+        """fchmod/fchown/fxattr on a descriptor of a lower-layer file: copy
+        up, then change the copy (the descriptor still reads the original)."""
+        where = self.where(rel)
+        if where is None:
+            return -errno.ENOENT
+        if name == "fchown":
+            uid, gid = args[1] & 0xffffffff, args[2] & 0xffffffff
+            call = _Change("chown", uid=uid, gid=gid)
+            return self._chown(call, rel, where)
+        if where == "bottom":
+            if self.opts.nochcopy and name == "fchmod":
+                self.store.set_meta(rel, mode=args[1] & 0o7777)
+                return 0
+            self._copy_up(rel)
+        host = self._host(self.top(rel), "modify")
+        if name == "fchmod":
+            os.chmod(host, args[1] & 0o7777, follow_symlinks=False)
+            return 0
+        return -errno.EOPNOTSUPP
 
     # ---- listings -----------------------------------------------------------------
     def listing(self, rel: str) -> list:
@@ -268,6 +308,11 @@ class Layers:
         return os.path.isdir(host) and os.access(host, os.W_OK | os.X_OK)
 
     def _create(self, call, rel):
+        layer = self._create_layer(rel)
+        if isinstance(layer, int):
+            return layer
+        if layer == "bottom":
+            return call.redirect(self.bottom(rel))
         self._make_parents(rel)
         self.store.dewhiteout(rel)
         if call.name in ("mkdir", "mkdirat") and self._lstat(self.bottom(rel)):
@@ -306,15 +351,23 @@ class Layers:
         if where == "bottom":
             if self.mode == "merge":
                 return call.redirect(self.bottom(rel))
-            if self.mode == "mincow" and self._writable(rel):
+            if self.mode == "mincow" and self._writable(rel, call.name):
                 return call.redirect(self.bottom(rel))
             self._copy_up(rel, truncate)
         elif where == "top" and self.mode == "merge":
             return -errno.EROFS
         return call.redirect(self.top(rel), meta=self._meta(call, rel))
 
-    def _writable(self, rel) -> bool:
+    def _writable(self, rel, name: str = "") -> bool:
+        """May the user change the lower file in place (mincow)? Writing
+        needs write permission; chmod, chown and times need ownership."""
         host = self._host(self.bottom(rel))
+        if name in OWNER_CALLS:
+            try:
+                uid = os.lstat(host).st_uid
+            except OSError:
+                return False
+            return os.geteuid() in (0, uid)
         return os.access(host, os.W_OK)
 
     def _chown(self, call, rel, where):
@@ -370,8 +423,9 @@ class Layers:
         elif stat.S_ISDIR(st.st_mode):
             os.mkdir(dst, (st.st_mode & 0o7777) | 0o700)
         elif stat.S_ISREG(st.st_mode):
-            tmp = dst + ".vufs-copy"
-            with open(src, "rb") as fin, open(tmp, "wb") as fout:
+            # a fresh name of our own (O_EXCL): nothing planted is followed
+            fd, tmp = tempfile.mkstemp(prefix=".vufs-", dir=os.path.dirname(dst))
+            with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
                 if truncate is None:
                     shutil.copyfileobj(fin, fout, 1 << 20)
                 elif truncate:
@@ -400,3 +454,10 @@ class Layers:
 
 def _dirname(rel: str) -> str:
     return rel.rsplit("/", 1)[0]
+
+
+class _Change:
+    """What _chown needs of a call, for descriptor calls."""
+
+    def __init__(self, name, uid=0xffffffff, gid=0xffffffff):
+        self.name, self.uid, self.gid = name, uid, gid

@@ -46,8 +46,7 @@ class Store:
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        with open(path, "w"):
-            pass
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
         self.drop_meta(rel)
 
     def dewhiteout(self, rel: str) -> None:
@@ -101,9 +100,19 @@ class Store:
                 lines.append(f"rdev={os.major(value)},{os.minor(value)}")
             else:
                 lines.append(f"{key}={value}")
-        with open(path + ".tmp", "w") as f:
+        # written in place (hard links of a file share it), never through
+        # a symlink someone planted
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w") as f:
             f.write("\n".join(lines) + "\n")
-        os.replace(path + ".tmp", path)
+
+    def link_meta(self, old: str, new: str) -> None:
+        """A hard link shares its file's metadata."""
+        try:
+            os.makedirs(os.path.dirname(self._path(new)), mode=0o700, exist_ok=True)
+            os.link(self._path(old) + META_SUFFIX, self._path(new) + META_SUFFIX)
+        except FileNotFoundError:
+            pass
 
     def drop_meta(self, rel: str) -> None:
         try:
