@@ -83,6 +83,7 @@ static int get_info(int tid, struct umvu_event *ev)
 struct umvu_journal_entry umvu_journal[UMVU_JOURNAL_MAX];
 int umvu_journal_len;
 int umvu_fast_events;
+int umvu_early_pending;
 
 unsigned long umvu_clone_flags(int tid)
 {
@@ -205,7 +206,10 @@ static int decode(int tid, int status, struct umvu_event *ev, int fast)
             ptrace(PTRACE_GETEVENTMSG, tid, 0, &ev->msg);
     }
     if (fast && umvu_fast_events && fast_event(ev)) {
-        if (umvu_journal_len < UMVU_JOURNAL_MAX)
+        /* Python holds stops of children it has not met: a clone may
+         * introduce them, and they wait for it */
+        if (umvu_journal_len < UMVU_JOURNAL_MAX &&
+            !(umvu_early_pending && ev->kind == UMVU_EV_CLONE))
             return 1;
         ev->kind = UMVU_EV_JOURNAL_FULL;
     }

@@ -90,6 +90,7 @@ struct umvu_journal_entry {
 extern struct umvu_journal_entry umvu_journal[256];
 extern int umvu_journal_len;
 extern int umvu_fast_events;
+extern int umvu_early_pending;  /* Python keeps stops of unannounced children */
 
 unsigned long umvu_clone_flags(int tid);
 int umvu_wait(struct umvu_event *ev);

@@ -229,6 +229,7 @@ class Tracer:
         """Serve events until no tracee is left or `until()` is true."""
         ev = self._event
         while not until():
+            pc.lib.umvu_early_pending = 1 if self._early else 0
             if self.deferred or self.busy_workers():
                 ret = pc.lib.umvu_wait_poll(ev, 2000)
             else:
