@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import shutil
@@ -153,6 +154,13 @@ def main(argv: list[str] | None = None) -> int:
             view.tracer.run(until=lambda: proc.exited)
         root = view.spawn(path, command, env, child_sigs)
         view.tracer.run(until=view.only_helpers_left)
+    except OSError as exc:
+        if root is None and exc.errno == errno.EPERM:
+            print(f"umvu: cannot trace {command[0]}: {exc.strerror} (already "
+                  "inside a view, or under another tracer?)", file=sys.stderr)
+        else:
+            print(f"umvu: {exc}", file=sys.stderr)
+        return 2
     finally:
         view.shutdown()
         view.finish_helpers()       # FUSE daemons flush and end
