@@ -4,8 +4,10 @@ VENV     ?= .venv
 CMD      ?=
 PYTEST_ARGS ?=
 # Debian packages umvu, its tests and its benchmarks need
-DEB_PACKAGES = python3-venv python3-dev gcc libffi-dev libseccomp2 libseccomp-dev \
-	e2fsprogs fuse2fs proot fakeroot xvfb xterm x11-utils util-linux procps tar
+DEB_PACKAGES = python3-venv python3-dev gcc libc6-dev libffi-dev libseccomp2 libseccomp-dev \
+	e2fsprogs fuse2fs fusefat fuseiso squashfuse fuse-zip exfat-fuse \
+	dosfstools mtools squashfs-tools xorriso zip exfatprogs \
+	proot fakeroot xvfb xterm x11-utils util-linux procps tar
 
 .PHONY: run test bench deps venv clean check-cpython docs
 
