@@ -67,6 +67,18 @@ def test_vuname_outside_a_view_is_uname(env):
                                         text=True).stdout
 
 
+def test_vusu_outside_a_view_is_su(env, tmp_path):
+    res = subprocess.run(["vusu", "-c", "echo via su $(id -u)"], env=env, text=True,
+                         capture_output=True, timeout=60, cwd=tmp_path,
+                         stdin=subprocess.DEVNULL)
+    assert (res.returncode, res.stdout) == (0, "via su 0\n"), res.stderr
+    # inside, vusu does not exec su: su would need its setuid bit
+    inside = subprocess.run(["umvu", "-N", "--", "vusu", "-c", "echo $0 $(id -u)"],
+                            env=env, text=True, capture_output=True, timeout=60,
+                            cwd=tmp_path, stdin=subprocess.DEVNULL)
+    assert (inside.returncode, inside.stdout) == (0, "bash 0\n"), inside.stderr
+
+
 def test_module_life_cycle(run_umvu):
     res = run_umvu("""
         vu_lsmod; echo "empty $?"
@@ -171,3 +183,33 @@ def test_view_name_can_be_changed(run_umvu):
     res = run_umvu("vuname -V; vuname renamed; vuname -V; echo $UMVU_VIEWNAME",
                    opts=("-N", "-V", "first"))
     assert res.stdout == "first\nrenamed\nfirst\n", res.stderr
+
+
+BLOCKED_PY = r"""
+import os, sys, threading, time
+def sleeper(out):
+    t0 = time.monotonic()
+    os.system("sleep 1.5")                 # a child blocked in nanosleep
+    out.append(round(time.monotonic() - t0, 1))
+out = []
+t = threading.Thread(target=sleeper, args=(out,))
+t.start()
+line = sys.stdin.readline()                # blocked in read(2)
+t.join()
+print("read", line.strip(), "slept at least 1.5:", out[0] >= 1.5, "euid", os.geteuid())
+"""
+
+
+def test_module_loaded_while_calls_block(run_umvu, tmp_path):
+    # vu_insmod tightens the filter of every process, interrupting blocked
+    # calls; they must resume as if nothing happened (no EINTR, no short sleep)
+    user_module(run_umvu, "fortytwo", FORTYTWO)
+    script = tmp_path / "blocked.py"
+    script.write_text(BLOCKED_PY)
+    res = run_umvu(f"""
+        (sleep 0.8; echo data) | python3 {script} & job=$!
+        sleep 0.3; vu_insmod fortytwo
+        wait $job; echo "status $?"; python3 -c 'import os; print(os.getpid())'
+    """)
+    assert res.stdout == "read data slept at least 1.5: True euid 0\nstatus 0\n4242\n", \
+        res.stderr

@@ -294,6 +294,15 @@ def test_bogus_option(run_umvu):
     assert len(errors) == 1 and "--bogus" in errors[0], res.stderr
 
 
+def test_umvu_inside_a_view_fails_cleanly(run_umvu):
+    # a tracee cannot trace (its children are the outer umvu's already): the
+    # inner umvu must say so as one of "umvu's own errors" (exit 2), not crash
+    res = run_umvu("umvu -N -- true; echo \"inner status $?\"")
+    assert res.stdout == "inner status 2\n"
+    assert "Traceback" not in res.stderr
+    assert len(res.stderr.splitlines()) == 1 and res.stderr.startswith("umvu: "), res.stderr
+
+
 def test_help_shows_examples(umvu_bin, env):
     res = subprocess.run([umvu_bin, "--help"], env=env, capture_output=True,
                          text=True, timeout=60)

@@ -193,7 +193,7 @@ class PathCall:
     """
 
     __slots__ = ("name", "op", "path", "path2", "flags", "mode", "pid",
-                 "uid", "gid", "dev", "link", "length")
+                 "uid", "gid", "dev", "link", "length", "times")
 
     def __init__(self, name, op, path, path2=None, flags=0, mode=0, pid=0,
                  uid=-1, gid=-1, dev=0):
@@ -209,6 +209,7 @@ class PathCall:
         self.dev = dev              # for mknod
         self.link = ""              # for symlink: the link's content
         self.length = 0             # for truncate
+        self.times = None           # for utime*: (atime_ns, mtime_ns); None: now
 
     def redirect(self, path: str, path2: str | None = None, listing=None,
                  meta: dict | None = None, trap_fd: bool = False) -> Redirect:
@@ -225,6 +226,11 @@ class PathCall:
     def link_target(self, target: str) -> "Answer":
         """Answer readlink."""
         return Answer("link", target)
+
+    def statfs_result(self, info: dict) -> "Answer":
+        """Answer statfs: f_bsize, f_frsize, f_blocks, f_bfree, f_bavail,
+        f_files, f_ffree, f_namemax (os.statvfs names, any may be missing)."""
+        return Answer("stat", info)
 
     def connect(self, address: str, on_connected) -> "Answer":
         """Answer an open with a unix SOCK_SEQPACKET socket connected to

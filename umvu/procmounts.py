@@ -37,7 +37,8 @@ class ProcMounts(PathService):
             text = real.read()
         extra = [s for s in self.view.services if s.module is not None]
         for n, s in enumerate(extra):
-            opts = ("ro" if s.flags & MS_RDONLY else "rw") + \
+            readonly = s.flags & MS_RDONLY or getattr(s, "readonly", False)
+            opts = ("ro" if readonly else "rw") + \
                 (f",{s.options}" if s.options else "")
             if kind == "mounts":
                 text += f"{s.source or 'none'} {s.target} {s.fstype} {opts} 0 0\n"

@@ -10,6 +10,7 @@ import os
 import struct
 
 from . import structs
+from .module import PathCall
 
 O_ACCMODE, O_WRONLY, O_RDWR, O_APPEND, O_NONBLOCK = 3, 1, 2, 0o2000, 0o4000
 SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE = 0, 1, 2, 3, 4
@@ -204,7 +205,31 @@ class ServedCalls:
         return -errno.EXDEV
 
     def sys_fstatfs(self, stop, entry):
-        return -errno.ENOSYS
+        info = self._ask(entry, PathCall("fstatfs", "stat", entry.path))
+        if isinstance(info, int):
+            return info
+        stop.write(stop.args[1], structs.pack_statfs(info.value))
+        return 0
+
+    # ---- metadata through the descriptor: the service's path calls ------------
+    @staticmethod
+    def _ask(entry, call):
+        call.name = "statfs" if call.name == "fstatfs" else call.name
+        return entry.service.path_call(call)
+
+    def fd_modify(self, stop, entry, name, **fields):
+        call = PathCall(name, "modify", entry.path, pid=stop.process.pid)
+        for key, value in fields.items():
+            setattr(call, key, value)
+        answer = self._ask(entry, call)
+        return answer if isinstance(answer, int) else -errno.EOPNOTSUPP
+
+    def sys_fchmod(self, stop, entry):
+        return self.fd_modify(stop, entry, "chmod", mode=stop.args[1] & 0o7777)
+
+    def sys_fchown(self, stop, entry):
+        return self.fd_modify(stop, entry, "chown", uid=stop.args[1] & 0xffffffff,
+                              gid=stop.args[2] & 0xffffffff)
 
     # ---- memory maps ------------------------------------------------------------
     def sys_mmap(self, stop, entry):

@@ -71,3 +71,18 @@ def read_iovec(stop, addr: int, count: int) -> list[tuple[int, int]]:
         return []
     raw = stop.read(addr, 16 * count)
     return [struct.unpack_from("QQ", raw, 16 * i) for i in range(count)]
+
+
+#: struct statfs (x86_64): 120 bytes
+STATFS = struct.Struct("qqQQQQQiiqqq32x")
+FUSE_SUPER_MAGIC = 0x65735546
+
+
+def pack_statfs(info: dict) -> bytes:
+    """struct statfs from os.statvfs-like names."""
+    return STATFS.pack(info.get("f_type", FUSE_SUPER_MAGIC), info.get("f_bsize", 4096),
+                       info.get("f_blocks", 0), info.get("f_bfree", 0),
+                       info.get("f_bavail", 0), info.get("f_files", 0),
+                       info.get("f_ffree", 0), 0, 0, info.get("f_namemax", 255),
+                       info.get("f_frsize", info.get("f_bsize", 4096)),
+                       info.get("f_flag", 0))

@@ -82,6 +82,9 @@ CALL_ARGS = {
     "truncate": {"length": 1},
     "access": {"mode": 1}, "faccessat": {"mode": 2}, "faccessat2": {"mode": 2},
 }
+#: the times argument of the utime* calls
+TIMES_ARG = {"utime": 1, "utimes": 1, "futimesat": 2, "utimensat": 2}
+UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
 #: buffer argument and layout of the stat calls whose fields a service may set
 STAT_LAYOUT = {"stat": (1, "stat"), "lstat": (1, "stat"), "fstat": (1, "stat"),
                "newfstatat": (2, "stat"), "statx": (4, "statx")}
@@ -102,7 +105,6 @@ class Vfs:
         self.walker = Walker(self.services, self._magic)
         self._caller: ProcFs | None = None
         self.served = served.ServedCalls(self)
-        self._current = None            # the process whose call is served
         self.handlers = {}
         self._fd_methods = {}
         self._placeholders = 0
@@ -162,15 +164,21 @@ class Vfs:
         if entry.served is None:
             return
         ph = entry.private.get("ph_fd")
-        try:
-            if ph is not None:
-                served.write_back(entry, f"/proc/self/fd/{ph}")
-            entry.served.release()
-        except Exception:
-            log.exception("release of %s failed", entry.path)
-        finally:
-            if ph is not None:
-                os.close(ph)
+
+        def release():
+            try:
+                if ph is not None:
+                    served.write_back(entry, f"/proc/self/fd/{ph}")
+                entry.served.release()
+            except Exception:
+                log.exception("release of %s failed", entry.path)
+            finally:
+                if ph is not None:
+                    os.close(ph)
+        if getattr(entry.service, "blocking", False):
+            self.view.submit(release)       # it may wait for a daemon
+        else:
+            release()
 
     # ---- what the C fast path knows --------------------------------------------
     def sync(self, proc) -> None:
@@ -254,14 +262,15 @@ class Vfs:
             return None
         return _rooted(st, entry.path) if entry else None
 
-    def _get(self, st: ProcFs, fd: int) -> OpenFile | None:
+    def _get(self, stop, st: ProcFs, fd: int) -> OpenFile | None:
         """The mirror's entry for fd, if it still is the file we opened: a
         process that does not trap descriptor calls closes and reuses
         descriptors without our seeing it."""
         entry = st.files.get(fd)
-        if entry is None or self._current is None or self._current.fd_trapped:
+        proc = stop.process
+        if entry is None or proc.fd_trapped:
             return entry
-        if self._still_open(self._current.pid, fd, entry):
+        if self._still_open(proc.pid, fd, entry):
             return entry
         st.files.drop(fd)
         return None
@@ -287,14 +296,13 @@ class Vfs:
             return None
         st = self.state(stop.process)
         caller.pid = stop.process.pid
-        self._current = stop.process
         return handler(stop, st, syscall_table.BY_NR[stop.nr])
 
     def _start(self, stop, st: ProcFs, dirfd: int) -> tuple[str, bool] | None:
         """Directory a relative path starts from, and whether it is virtual."""
         if _signed32(dirfd) == AT_FDCWD:
             return st.fs.cwd, self._is_virtual_dir(st.fs.cwd)
-        entry = self._get(st, _signed32(dirfd))
+        entry = self._get(stop, st, _signed32(dirfd))
         if entry is not None:
             return entry.path, True
         try:
@@ -367,12 +375,16 @@ class Vfs:
         pidx, atidx = (sc.path, sc.at) if sc.path is not None else (sc.path2, sc.at2)
         if pidx is None or args[pidx] == 0:
             if name == "utimensat":     # futimens: an fd call
+                entry = self._get(stop, st, _signed32(args[0]))
+                if entry is not None and entry.served is not None:
+                    return self.served.fd_modify(stop, entry, "utimensat",
+                                                 times=self._times(stop, name, args[2]))
                 return self._fd_redirect(stop, st, args[0], 1, 0)
             return None
         path = self._read_path(stop, args[pidx])
         dirfd = args[atidx] if atidx is not None else None
         if path == "" and sc.empty is not None and args[sc.empty] & AT_EMPTY_PATH:
-            entry = self._get(st, _signed32(dirfd)) if dirfd is not None else None
+            entry = self._get(stop, st, _signed32(dirfd)) if dirfd is not None else None
             if entry is not None and entry.served is not None and name in (
                     "newfstatat", "statx"):
                 return self.served.fstatat_empty(stop, entry, name)
@@ -405,6 +417,8 @@ class Vfs:
         call = self._path_call(name, op, res.path, flags, args, stop.process.pid)
         if name in ("symlink", "symlinkat"):
             call.link = self._read_path(stop, args[0])
+        elif name in TIMES_ARG:
+            call.times = self._times(stop, name, args[TIMES_ARG[name]])
         final = self._final(res, call)
         if isinstance(final, int):
             return final
@@ -486,6 +500,9 @@ class Vfs:
                 return 0
             if name == "chdir":
                 return self._chdir_served(stop, st, res, answer.value)
+            if name == "statfs":
+                stop.write(args[1], structs.pack_statfs(answer.value))
+                return 0
             if name in ("access", "faccessat", "faccessat2"):
                 return 0
             return -errno.ENOTSUP
@@ -567,7 +584,7 @@ class Vfs:
     def _fd_redirect(self, stop, st, fd: int, path_at: int, at_at: int):
         """An fd call that would change a lower-layer file (futimens): make it
         a path call on the file the service gives (a copy in its top layer)."""
-        entry = self._get(st, _signed32(fd))
+        entry = self._get(stop, st, _signed32(fd))
         hook = getattr(entry.service, "fd_redirect", None) if entry else None
         if hook is None:
             return None
@@ -592,9 +609,9 @@ class Vfs:
     def _fd_call(self, stop, st, sc):
         """A descriptor call: served files answer here; the rest keeps the
         mirror up to date."""
-        entry = self._get(st, _signed32(stop.args[sc.fd]))
+        entry = self._get(stop, st, _signed32(stop.args[sc.fd]))
         if (entry is None or entry.served is None) and sc.fd2 is not None:
-            entry = self._get(st, _signed32(stop.args[sc.fd2]))
+            entry = self._get(stop, st, _signed32(stop.args[sc.fd2]))
         if entry is not None and entry.served is not None:
             self._answered(entry.service)
             result = self.served.handle(sc.name, stop, st, entry)
@@ -632,6 +649,23 @@ class Vfs:
             call.flags = args[{"renameat2": 4, "linkat": 4, "unlinkat": 2,
                                "fchownat": 4}[name]] & 0xffffffff
         return call
+
+    @staticmethod
+    def _times(stop, name: str, addr: int):
+        """(atime_ns, mtime_ns) a utime* call asks for; None: now. Either
+        may be UTIME_NOW or UTIME_OMIT as in utimensat."""
+        if not addr:
+            return None
+        if name in ("utimensat",):
+            a_s, a_ns, m_s, m_ns = struct.unpack("qqqq", stop.read(addr, 32))
+            def one(sec, nsec):
+                return nsec if nsec in (UTIME_NOW, UTIME_OMIT) else sec * 10**9 + nsec
+            return one(a_s, a_ns), one(m_s, m_ns)
+        if name in ("utimes", "futimesat"):
+            a_s, a_us, m_s, m_us = struct.unpack("qqqq", stop.read(addr, 32))
+            return a_s * 10**9 + a_us * 1000, m_s * 10**9 + m_us * 1000
+        actime, modtime = struct.unpack("qq", stop.read(addr, 16))  # utime
+        return actime * 10**9, modtime * 10**9
 
     def _track_open(self, stop, st, res, flags, final: Redirect) -> None:
         if res.service is None:
@@ -738,7 +772,7 @@ class Vfs:
 
     def sys_fchdir(self, stop, st, sc):
         fd = _signed32(stop.args[0])
-        entry = self._get(st, fd)
+        entry = self._get(stop, st, fd)
         if entry is not None:
             stop.on_exit(lambda r, p=entry.path: self._set_cwd(st, p, r))
             return None
@@ -772,13 +806,13 @@ class Vfs:
     # ---- descriptor table ------------------------------------------------------------
     def sys_close(self, stop, st, sc):
         fd = _signed32(stop.args[0])
-        if self._get(st, fd) is not None:
+        if self._get(stop, st, fd) is not None:
             st.files.drop(fd)
             self.changed(st)
         return None
 
     def _dup_hook(self, stop, st, old: int, new: int | None, cloexec: bool):
-        if self._get(st, old) is None and (new is None or self._get(st, new) is None):
+        if self._get(stop, st, old) is None and (new is None or self._get(stop, st, new) is None):
             return None
         def done(result):
             if result >= 0:
@@ -794,7 +828,7 @@ class Vfs:
         merged directory, a file of a cow mount's lower layer): from now on
         this process traps every descriptor call, and the C core lets the
         ones on other descriptors go at once."""
-        entry = self._get(st, fd)
+        entry = st.files.get(fd)
         if entry is None or stop.process.fd_trapped or not (
                 entry.served is not None or entry.listing is not None or entry.trap):
             return
@@ -815,7 +849,7 @@ class Vfs:
 
     def sys_fcntl(self, stop, st, sc):
         fd, cmd = _signed32(stop.args[0]), _signed32(stop.args[1])
-        if self._get(st, fd) is None:
+        if self._get(stop, st, fd) is None:
             return None
         if cmd in (F_DUPFD, F_DUPFD_CLOEXEC):
             return self._dup_hook(stop, st, fd, None, cmd == F_DUPFD_CLOEXEC)
@@ -838,7 +872,7 @@ class Vfs:
 
     # ---- merged directories -------------------------------------------------------------
     def sys_getdents64(self, stop, st, sc):
-        entry = self._get(st, _signed32(stop.args[0]))
+        entry = self._get(stop, st, _signed32(stop.args[0]))
         if entry is None or entry.listing is None:
             return None
         if entry.entries is None:
@@ -852,11 +886,11 @@ class Vfs:
         return len(data)
 
     def sys_getdents(self, stop, st, sc):
-        entry = self._get(st, _signed32(stop.args[0]))
+        entry = self._get(stop, st, _signed32(stop.args[0]))
         return None if entry is None or entry.listing is None else -errno.ENOSYS
 
     def sys_lseek(self, stop, st, sc):
-        entry = self._get(st, _signed32(stop.args[0]))
+        entry = self._get(stop, st, _signed32(stop.args[0]))
         if entry is None or entry.listing is None:
             return None
         offset, whence = stop.args[1], stop.args[2]
@@ -867,7 +901,7 @@ class Vfs:
 
     # ---- metadata changes on descriptors ----------------------------------------------
     def _fd_modify(self, stop, st, sc):
-        entry = self._get(st, _signed32(stop.args[0]))
+        entry = self._get(stop, st, _signed32(stop.args[0]))
         if entry is None:
             return None
         hook = getattr(entry.service, "fd_modify", None)

@@ -384,8 +384,14 @@ class View:
             raise OSError(errno.EBUSY, "the hypervisor's own directory")
         flags = stop.args[3] & 0xffffffff
         options = self._opt_str(stop, stop.args[4])
-        service = module.mount(source, target, fstype, flags, options,
-                               stop.process)
+        try:
+            service = module.mount(source, target, fstype, flags, options,
+                                   stop.process)
+        except OSError as exc:
+            # a module's own message (not just strerror) is for the user
+            if exc.strerror and exc.errno and exc.strerror != os.strerror(exc.errno):
+                log.error("%s", exc.strerror)
+            raise
         if service is None:
             return 0                # the module took note; nothing new to mount
         if not isinstance(service, Service):

@@ -15,7 +15,7 @@ import os
 from umvu.module import Module, PathService
 
 from .layers import Layers
-from .options import OptionError, parse
+from .options import parse
 
 log = logging.getLogger("umvu")
 
@@ -26,11 +26,7 @@ class Vufs(Module):
     families = ("path",)
 
     def mount(self, source, target, fstype, flags, options, caller):
-        try:
-            opts = parse(options, flags)
-        except OptionError as exc:
-            log.error("%s", exc.message)
-            raise
+        opts = parse(options, flags)        # OptionError: the view logs it
         source = self.view.resolve(caller, source)
         service = VufsService(self, source, target, fstype, flags, options, opts)
         return service

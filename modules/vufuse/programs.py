@@ -66,7 +66,8 @@ def program_for(fstype: str, options: dict, path: str) -> tuple[str, str]:
 def argv_for(name: str, program: str, source: str, mountpoint: str,
              fs_options: list[str]) -> list[str]:
     """The daemon's command line: foreground, options for the file system."""
-    argv = [program, source, mountpoint, "-f"]
+    # -f: stay in the foreground (libfuse); exfat-fuse has its own options
+    argv = [program, source, mountpoint] + ([] if "exfat" in name else ["-f"])
     if fs_options:
         argv += ["-o", ",".join(fs_options)]
     return argv

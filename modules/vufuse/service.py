@@ -8,6 +8,7 @@ import errno
 import os
 import stat
 
+from umvu.lowerview import caller
 from umvu.module import PathService, ServedFile
 
 O_ACCMODE, O_CREAT, O_EXCL, O_TRUNC = 3, 0o100, 0o200, 0o1000
@@ -32,14 +33,16 @@ class FuseService(PathService):
         self.conn = conn
 
     # ---- calling the backend ----------------------------------------------
-    def call(self, method: str, *args):
-        """ops.method(*args), waiting without holding the view."""
+    def call(self, method: str, *args, **kwargs):
+        """ops.method(*args), waiting without holding the view. Daemons get
+        the caller's fs ids and pid, as the kernel sends them."""
         func = getattr(self.ops, method)
         if not self.blocking:
-            return func(*args)
+            return func(*args, **kwargs)
         self.may_wait()
+        ctx = caller_ids()
         with self.view.unlocked():
-            return func(*args)
+            return func(*args, ctx=ctx, **kwargs)
 
     def rel(self, path: str) -> str:
         if self.target == "/":
@@ -71,7 +74,9 @@ class FuseService(PathService):
         if call.name in ("access", "faccessat", "faccessat2"):
             self.call("access", rel, call.mode & 7)
             return 0
-        if "xattr" in call.name or call.name == "statfs":
+        if call.name == "statfs":
+            return call.statfs_result(self.call("statfs", rel))
+        if "xattr" in call.name:
             return -errno.EOPNOTSUPP
         return call.stat_result(self.call("getattr", rel))
 
@@ -79,10 +84,11 @@ class FuseService(PathService):
         flags = call.flags
         try:
             st = self.call("getattr", rel)
-        except FileNotFoundError:
-            if not flags & O_CREAT:
+        except OSError as exc:
+            if exc.errno != errno.ENOENT or not flags & O_CREAT:
                 raise
-            fh = self.call("create", rel, call.mode & 0o7777, flags & ~(O_CREAT | O_EXCL))
+            fh = self.create(rel, call.mode & 0o7777, flags & ~(O_CREAT | O_EXCL),
+                             caller_umask(call.pid))
             return call.serve(FuseFile(self, rel, fh, False))
         if flags & O_CREAT and flags & O_EXCL:
             return -errno.EEXIST
@@ -104,23 +110,36 @@ class FuseService(PathService):
         elif name == "truncate":
             self.call("truncate", rel, call.length)
         elif name in ("utime", "utimes", "futimesat", "utimensat"):
-            self.call("utimens", rel, None)
+            self.call("utimens", rel, call.times)
         else:
             return -errno.EOPNOTSUPP
         return 0
 
     def op_create(self, call, rel):
+        umask = caller_umask(call.pid)
         if call.name in ("mkdir", "mkdirat"):
-            self.call("mkdir", rel, call.mode & 0o7777)
+            self.make("mkdir", rel, call.mode & 0o7777, umask)
         elif call.name in ("symlink", "symlinkat"):
             self.call("symlink", rel, call.link)
         else:
-            self.call("mknod", rel, call.mode, call.dev)
+            self.make("mknod", rel, call.mode, umask, call.dev)
         return 0
 
     def op_delete(self, call, rel):
+        self.call("getattr", rel)           # as the kernel looks the name up
         self.call("rmdir" if call.name == "rmdir" else "unlink", rel)
         return 0
+
+    # ---- the caller's umask: FUSE takes it apart, fusepy classes do not --------
+    def create(self, rel, mode, flags, umask):
+        if self.blocking:
+            return self.call("create", rel, mode, flags, umask=umask)
+        return self.call("create", rel, mode & ~umask, flags)
+
+    def make(self, what, rel, mode, umask, *extra):
+        if self.blocking:
+            return self.call(what, rel, mode, *extra, umask=umask)
+        return self.call(what, rel, mode & ~umask | (mode & ~0o7777), *extra)
 
     def op_rename(self, call, rel):
         self.call("rename", rel, self.rel(call.path2), call.flags)
@@ -138,7 +157,13 @@ class FuseFile(ServedFile):
     def read(self, size, offset):
         if self.is_dir:
             raise OSError(errno.EISDIR, "is a directory")
-        return self.service.call("read", self.rel, size, offset, self.fh)
+        try:
+            return self.service.call("read", self.rel, size, offset, self.fh)
+        except OSError:
+            # the kernel never reads past the end; some daemons refuse to
+            if offset >= self.stat().st_size:
+                return b""
+            raise
 
     def write(self, data, offset):
         return self.service.call("write", self.rel, data, offset, self.fh)
@@ -174,3 +199,28 @@ class FuseFile(ServedFile):
             with service.view.unlocked():
                 release()
         service.view.submit(in_worker)
+
+
+def _status(pid: int) -> dict:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return {}
+
+
+def caller_ids() -> tuple[int, int, int]:
+    """(fsuid, fsgid, pid) of the process whose call is being served."""
+    pid = getattr(caller, "pid", 0)
+    st = _status(pid) if pid else {}
+    try:
+        return int(st["Uid"].split()[3]), int(st["Gid"].split()[3]), pid
+    except (KeyError, IndexError, ValueError):
+        return os.getuid(), os.getgid(), pid
+
+
+def caller_umask(pid: int) -> int:
+    try:
+        return int(_status(pid)["Umask"].strip(), 8)
+    except (KeyError, ValueError):
+        return 0o022
