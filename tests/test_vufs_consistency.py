@@ -13,7 +13,10 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _vufs_helpers import make_tmp, manifest, native, tdir, vu  # noqa: E402,F401
+pytest.register_assert_rewrite("_vufs_helpers")
+from _vufs_helpers import make_tmp, manifest, native  # noqa: E402
+
+pytest_plugins = ["_vufs_helpers"]     # fixtures: vu, tdir, udir
 
 PREFIXES = ["", "/unreal", "/unreal/unreal"]
 MTIME = 1_500_000_000

@@ -12,8 +12,10 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _vufs_helpers import (NOBODY, diff_manifest, make_tmp, manifest, native, tdir,  # noqa: E402,F401,E501
-                           sections, udir, vu, write)
+pytest.register_assert_rewrite("_vufs_helpers")
+from _vufs_helpers import NOBODY, diff_manifest, make_tmp, manifest, native, write  # noqa: E402
+
+pytest_plugins = ["_vufs_helpers"]     # fixtures: vu, tdir, udir
 
 DOCS = "/usr/share/doc"
 
@@ -164,7 +166,7 @@ def test_cow_changes_stay_in_cow(vu, request, cow_tree, who):
         chown = "vusu -c 'chown 1:2 f7'"
     before = manifest(lower)
     env = {"T": top, "GONE": info["gone"], "EDIT": info["edit"], "CHOWN_F7": chown}
-    mount = f"""\
+    mount = """\
         vu_insmod vufs unrealuidgid
         vumount -t vufs -o cow $T/cow $T/lower || echo MOUNT-FAILED
         cd $T/lower || echo CD-FAILED

@@ -8,8 +8,10 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _vufs_helpers import (NOBODY, diff_manifest, manifest, tdir, vu,  # noqa: E402,F401
-                           write)
+pytest.register_assert_rewrite("_vufs_helpers")
+from _vufs_helpers import NOBODY, diff_manifest, manifest, write  # noqa: E402
+
+pytest_plugins = ["_vufs_helpers"]     # fixtures: vu, tdir, udir
 
 
 @pytest.fixture
@@ -266,3 +268,23 @@ def test_mincow_copies_up_when_target_refuses(vu, mincow_tree):
     assert res.lines == ["chmod=0", "touch=0", "600 1000000000"], res
     st = os.stat(f"{T}/lower/shared")
     assert oct(st.st_mode & 0o7777) == oct(0o666)
+
+
+def test_mincow_rename_in_place_when_allowed(vu, mincow_tree):
+    """mincow changes TARGET itself wherever the user may (VUOS tries the
+    rename on TARGET first and falls back to SOURCE on EACCES/EPERM): in a
+    writable lower directory, mv renames the lower file."""
+    T = mincow_tree
+    res = vu("""\
+        vu_insmod vufs
+        vumount -t vufs -o mincow $T/cow $T/lower || echo MOUNT-FAILED
+        cd $T/lower
+        mv userf userf2; echo "mv=$?"
+        mv rodir/inside rodir/inside2; echo "mv2=$?"
+        ls . rodir
+        """, user=NOBODY, env={"T": T})
+    assert res.lines[:2] == ["mv=0", "mv2=0"], res
+    assert sorted(os.listdir(f"{T}/lower")) == ["rodir", "rootf", "userf2"], res
+    assert os.listdir(f"{T}/lower/rodir") == ["inside"], "rodir is root's: in COW"
+    assert os.path.isfile(f"{T}/cow/rodir/inside2")
+    assert not os.path.exists(f"{T}/cow/userf2")

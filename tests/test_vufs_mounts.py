@@ -9,7 +9,10 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _vufs_helpers import NOBODY, tdir, udir, vu, write  # noqa: E402,F401
+pytest.register_assert_rewrite("_vufs_helpers")
+from _vufs_helpers import NOBODY, write  # noqa: E402
+
+pytest_plugins = ["_vufs_helpers"]     # fixtures: vu, tdir, udir
 
 
 @pytest.fixture

@@ -12,7 +12,10 @@ import textwrap
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _vufs_helpers import make_tmp, manifest, native, tdir, vu, write  # noqa: E402,F401
+pytest.register_assert_rewrite("_vufs_helpers")
+from _vufs_helpers import make_tmp, manifest, native, write  # noqa: E402
+
+pytest_plugins = ["_vufs_helpers"]     # fixtures: vu, tdir, udir
 
 SCRIPT = r"""#!/bin/bash
 set -u

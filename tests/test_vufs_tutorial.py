@@ -10,8 +10,10 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _vufs_helpers import (NOBODY, native, sections, sha256, tdir, udir,  # noqa: E402,F401
-                           vu)
+pytest.register_assert_rewrite("_vufs_helpers")
+from _vufs_helpers import NOBODY, native, sections, sha256  # noqa: E402
+
+pytest_plugins = ["_vufs_helpers"]     # fixtures: vu, tdir, udir
 
 
 def host_ls(path: str) -> str:
@@ -150,7 +152,7 @@ def test_fosdem_cow_etc_unprivileged(vu, udir, host_passwd):
     with open("/etc/passwd") as f:
         lines = f.read().splitlines(keepends=True)
     expected = "".join(line for line in lines if not line.startswith("root"))
-    res = vu(f"""\
+    res = vu("""\
         vu_insmod vufs
         mkdir $T/cowetc
         vumount -t vufs -o cow $T/cowetc /etc || echo MOUNT-FAILED

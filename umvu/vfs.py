@@ -211,11 +211,11 @@ class Vfs:
             self.sync(proc)
 
     #: trapped whenever a file system is loaded, beyond the path family
-    ALWAYS = ("fchdir", "io_uring_setup")
+    ALWAYS = ("fchdir", "io_uring_setup", "bind", "connect")
 
     #: calls that must always reach Python: they change or report the state
     SLOW = {"chdir", "fchdir", "chroot", "execve", "execveat", "getcwd",
-            "io_uring_setup"}
+            "io_uring_setup", "bind", "connect"}
 
     def fast_entry(self, nr: int):
         """The C fast-path entry for a number this layer handles, or None."""
@@ -434,6 +434,7 @@ class Vfs:
             self._patch_on_exit(stop, name, final.meta)
         elif name in ("execve", "execveat"):
             stop.process.pending_exe = res.path
+            pc.lib.umvu_proc_virtual = 1    # before the C core meets /proc/self/exe
             return self._shebang(stop, st, sc, host, res.path)
         return None
 
@@ -799,6 +800,37 @@ class Vfs:
         st.fs.root = res.path
         self.changed(st)
         return 0
+
+    # ---- AF_UNIX sockets are named by paths too ----------------------------------
+    def _sockaddr(self, stop, st, sc, op: str):
+        addr, size = stop.args[1], stop.args[2] & 0xffffffff
+        if not addr or size <= 2 or size > 110:
+            return None
+        raw = stop.read(addr, size)
+        if struct.unpack_from("H", raw)[0] != socket.AF_UNIX or raw[2] == 0:
+            return None                 # not a path (abstract, or not AF_UNIX)
+        path = os.fsdecode(raw[2:].split(b"\0", 1)[0])
+        res = self._resolve(stop, st, path, None, op == "stat")
+        if res is None or not res.touched:
+            return None
+        if res.error:
+            return -res.error
+        final = self._final(res, PathCall(sc.name, op, res.path, pid=stop.process.pid))
+        if not isinstance(final, Redirect):
+            return final if isinstance(final, int) else -errno.ECONNREFUSED
+        host = os.fsencode(final.path)
+        if len(host) > 107:
+            return -errno.ENAMETOOLONG
+        new = struct.pack("H", socket.AF_UNIX) + host + b"\0"
+        stop.set_arg(1, stop.scratch(new))
+        stop.set_arg(2, len(new))
+        return None
+
+    def sys_bind(self, stop, st, sc):
+        return self._sockaddr(stop, st, sc, "create")
+
+    def sys_connect(self, stop, st, sc):
+        return self._sockaddr(stop, st, sc, "stat")
 
     def sys_io_uring_setup(self, stop, st, sc):
         return -errno.ENOSYS if self.services.mount_points() else None

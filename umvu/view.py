@@ -32,7 +32,7 @@ from .vfs import Vfs
 log = logging.getLogger("umvu")
 NR_MOUNT = syscall_table.NR["mount"]
 NR_UMOUNT2 = syscall_table.NR["umount2"]
-MNT_FORCE, MNT_DETACH = 1, 2
+MNT_FORCE, MNT_DETACH, UMOUNT_NOFOLLOW = 1, 2, 8
 
 
 class View:
@@ -419,7 +419,7 @@ class View:
 
     def _umount(self, stop) -> int | None:
         target = self.resolve(stop.process, self._opt_str(stop, stop.args[0]),
-                              follow=False)
+                              follow=not stop.args[1] & UMOUNT_NOFOLLOW)
         service = self.services.at(target)
         if service is None and path_under(target, self.tmpdir):
             return 0                # a helper leaving one of the view's own dirs

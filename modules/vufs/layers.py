@@ -14,6 +14,8 @@ import shutil
 import stat
 import tempfile
 
+from umvu import procinfo
+
 from .store import Store
 
 O_ACCMODE, O_CREAT, O_EXCL, O_TRUNC = 3, 0o100, 0o200, 0o1000
@@ -340,10 +342,9 @@ class Layers:
             return 0
         except PermissionError:
             pass
-        fd = os.open(host, os.O_CREAT | os.O_EXCL | os.O_WRONLY, call.mode & 0o7777)
-        os.close(fd)
-        self.store.set_meta(rel, type=stat.S_IFMT(call.mode), mode=call.mode & 0o7777,
-                            rdev=dev)
+        mode = call.mode & 0o7777 & ~procinfo.umask(call.pid)
+        os.close(os.open(host, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        self.store.set_meta(rel, type=stat.S_IFMT(call.mode), mode=mode, rdev=dev)
         return 0
 
     def _modify(self, call, rel, truncate):
@@ -405,13 +406,29 @@ class Layers:
             if os.path.isdir(top):
                 continue
             st = self._lstat(self.bottom(cur))
-            mode = (st.st_mode & 0o7777) if st else 0o755
-            os.mkdir(top, mode | 0o700)
-            if st is not None:
-                try:
-                    os.utime(top, ns=(st.st_atime_ns, st.st_mtime_ns))
-                except OSError:
-                    pass
+            if st is None:
+                os.mkdir(top, 0o755)
+            else:
+                self._mkdir_like(top, st, cur)
+
+    def _mkdir_like(self, path: str, st, rel: str) -> None:
+        """A top-layer copy of a lower directory: same mode, owner and
+        times. What the host will not take (an owner not ours; a mode that
+        would keep us from writing in it) is kept in the metadata."""
+        mode = st.st_mode & 0o7777
+        os.mkdir(path, 0o700)
+        os.chmod(path, mode | (0 if os.geteuid() == 0 else 0o700))
+        meta = {}
+        if mode & 0o700 != 0o700 and os.geteuid() != 0:
+            meta["mode"] = mode
+        try:
+            os.lchown(path, st.st_uid, st.st_gid)
+        except PermissionError:
+            if (st.st_uid, st.st_gid) != (os.geteuid(), os.getegid()):
+                meta.update(uid=st.st_uid, gid=st.st_gid)
+        if meta:
+            self.store.set_meta(rel, **meta)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     def _copy_up(self, rel: str, truncate: int | None = None) -> None:
         self._make_parents(rel)
@@ -421,7 +438,8 @@ class Layers:
         if stat.S_ISLNK(st.st_mode):
             os.symlink(os.readlink(src), dst)
         elif stat.S_ISDIR(st.st_mode):
-            os.mkdir(dst, (st.st_mode & 0o7777) | 0o700)
+            self._mkdir_like(dst, st, rel)
+            return
         elif stat.S_ISREG(st.st_mode):
             # a fresh name of our own (O_EXCL): nothing planted is followed
             fd, tmp = tempfile.mkstemp(prefix=".vufs-", dir=os.path.dirname(dst))

@@ -8,6 +8,7 @@ import errno
 import os
 import stat
 
+from umvu import procinfo
 from umvu.lowerview import caller
 from umvu.module import PathService, ServedFile
 
@@ -88,7 +89,7 @@ class FuseService(PathService):
             if exc.errno != errno.ENOENT or not flags & O_CREAT:
                 raise
             fh = self.create(rel, call.mode & 0o7777, flags & ~(O_CREAT | O_EXCL),
-                             caller_umask(call.pid))
+                             procinfo.umask(call.pid))
             return call.serve(FuseFile(self, rel, fh, False))
         if flags & O_CREAT and flags & O_EXCL:
             return -errno.EEXIST
@@ -116,7 +117,7 @@ class FuseService(PathService):
         return 0
 
     def op_create(self, call, rel):
-        umask = caller_umask(call.pid)
+        umask = procinfo.umask(call.pid)
         if call.name in ("mkdir", "mkdirat"):
             self.make("mkdir", rel, call.mode & 0o7777, umask)
         elif call.name in ("symlink", "symlinkat"):
@@ -201,26 +202,8 @@ class FuseFile(ServedFile):
         service.view.submit(in_worker)
 
 
-def _status(pid: int) -> dict:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            return dict(line.split(":", 1) for line in f if ":" in line)
-    except OSError:
-        return {}
-
 
 def caller_ids() -> tuple[int, int, int]:
     """(fsuid, fsgid, pid) of the process whose call is being served."""
     pid = getattr(caller, "pid", 0)
-    st = _status(pid) if pid else {}
-    try:
-        return int(st["Uid"].split()[3]), int(st["Gid"].split()[3]), pid
-    except (KeyError, IndexError, ValueError):
-        return os.getuid(), os.getgid(), pid
-
-
-def caller_umask(pid: int) -> int:
-    try:
-        return int(_status(pid)["Umask"].strip(), 8)
-    except (KeyError, ValueError):
-        return 0o022
+    return (*procinfo.fs_ids(pid), pid) if pid else (os.getuid(), os.getgid(), 0)
