@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import errno
 import logging
+import os
 import queue
 import signal
 import struct
@@ -150,6 +151,9 @@ class Tracer:
         self.processes: dict[int, Process] = {}
         self.filters: list[bytes] = []
         self.trapped: frozenset[int] = frozenset()
+        # poll before sleeping in waitpid: a stop wakes a sleeping tracer
+        # through an idle CPU, tens of microseconds on a VM
+        pc.lib.umvu_spin_ns = int(os.environ.get("UMVU_SPIN_US", "0")) * 1000
         # what happened to threads before their creator's clone event was
         # seen (waitpid reports in no particular order): tid -> [(kind, item)]
         self._early: dict[int, list] = {}
