@@ -91,6 +91,7 @@ STAT_LAYOUT = {"stat": (1, "stat"), "lstat": (1, "stat"), "fstat": (1, "stat"),
 TWO_PATHS = {"rename": "rename", "renameat": "rename", "renameat2": "rename",
              "link": "link", "linkat": "link"}
 AT_REMOVEDIR = 0x200
+MS_NOEXEC = 8
 
 
 def _signed32(value: int) -> int:
@@ -411,6 +412,9 @@ class Vfs:
             return None
         if res.error:
             return -res.error
+        if name in ("execve", "execveat") and res.service is not None and \
+                getattr(res.service, "flags", 0) & MS_NOEXEC:
+            return -errno.EACCES        # mount -o noexec
         if op == "create" and res.service is not None and \
                 res.path == getattr(res.service, "target", None):
             return -errno.EEXIST        # the mount point itself
