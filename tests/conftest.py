@@ -54,15 +54,14 @@ def _make_traversable(path: Path) -> None:
     """Let uid 65534 reach the repository and its venv.
 
     CI clones the repository into a place we do not know in advance (often
-    under /root, mode 0700); uid 65534 must be able to walk down to
-    .venv/bin/umvu and import the umvu package from the working tree. We are
-    root there, so add o+x to each ancestor and o+rx to the repository itself
-    when they lack it (files inside a git checkout are already o+r).
+    under /root, mode 0700), yet uid 65534 must walk down to .venv/bin/umvu
+    and import the umvu package from the working tree (an editable install).
+    We are root there: add o+rx to every component of the path that lacks it.
+    Files inside a git checkout and a venv are already world-readable.
     """
-    parts = [path, *path.parents]
-    for p in parts:
+    for p in [path, *path.parents]:
         mode = stat.S_IMODE(os.stat(p).st_mode)
-        want = stat.S_IXOTH | (stat.S_IROTH if p == path else 0)
+        want = stat.S_IROTH | stat.S_IXOTH
         if mode & want != want:
             if os.geteuid() != 0:
                 pytest.fail(f"{p} is not traversable by uid {NOBODY} and we "
@@ -77,12 +76,13 @@ def unprivileged(umvu_bin, env) -> int:
         pytest.fail("the unprivileged tests switch to uid 65534: run them as root")
     if shutil.which("setpriv") is None:
         pytest.fail("setpriv (util-linux) is needed")
-    _make_traversable(REPO)
     for d in (VENV_BIN, REPO / "umvu", REPO / "modules"):
         _make_traversable(d)
-    probe = subprocess.run(_setpriv() + [str(umvu_bin), "--version"], env=env,
-                           capture_output=True, text=True, timeout=60)
-    assert probe.returncode == 0, f"umvu cannot run as {NOBODY}: {probe.stderr}"
+    probe = subprocess.run(_setpriv() + [str(umvu_bin), "-N", "--", "id", "-u"],
+                           env=dict(env, HOME="/"), cwd="/", capture_output=True,
+                           text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert (probe.returncode, probe.stdout) == (0, f"{NOBODY}\n"), \
+        f"umvu cannot run as {NOBODY}: {probe.stderr}"
     return NOBODY
 
 

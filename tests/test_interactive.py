@@ -149,18 +149,23 @@ def poll_command(term, line: str, pattern: str, timeout: float = 20) -> str:
         time.sleep(0.1)
 
 
-BUSY = "import os\nwhile True: os.geteuid()"     # stops in the tracer all the time
+# stops in the tracer all the time; says when Python's start-up is over (an
+# interrupt during start-up makes python exit 1, natively too)
+BUSY = 'import os, sys; sys.stdout.write("busy-" "ready\\n"); sys.stdout.flush()\n' \
+       'while True: os.geteuid()'
 
 
-@pytest.mark.parametrize("setup,argv", [
-    ("true", ["sleep", "30"]),
-    ("vu_insmod unrealuidgid", ["python3", "-c", BUSY]),
+@pytest.mark.parametrize("setup,argv,ready", [
+    ("true", ["sleep", "30"], None),
+    ("vu_insmod unrealuidgid", ["python3", "-c", BUSY], "busy-ready\n"),
 ], ids=["sleep", "trapped-busy-loop"])
-def test_ctrl_c_interrupts_foreground_job(term, setup, argv):
+def test_ctrl_c_interrupts_foreground_job(term, setup, argv, ready):
     assert term.command(f"echo $UMVU_PID; {setup}") == f"{term.pid}\n"
     term.send(" ".join(a if a.isidentifier() or a in ("-c", "30")
                        else "'" + a + "'" for a in argv) + "\n")
     wait_for_foreground(term, argv)
+    if ready:
+        term.expect(ready)
     start = time.monotonic()
     term.send("\x03")
     term.expect(PROMPT, timeout=10)
@@ -196,3 +201,38 @@ def test_exit_status_of_interactive_shell(term):
         "unrealuidgid: virtual uid/gid\n"
     term.send("exit 7\n")
     assert term.wait() == 7
+
+
+BUSY_2S = """import os, time
+print("started", flush=True)
+end, n = time.monotonic() + 2, 0
+while time.monotonic() < end:
+    os.geteuid(); n += 1
+print("finished", n > 0, flush=True)
+"""
+
+
+def test_umvu_itself_stopped_and_continued_by_job_control(run_umvu, tmp_path):
+    # umvu as a job of a native interactive shell: Ctrl-Z stops umvu and its
+    # tracees (one busy in trapped calls), fg resumes them all
+    prog = tmp_path / "busy.py"
+    prog.write_text(BUSY_2S)
+    rc = tmp_path / "rc"
+    rc.write_text("vu_insmod unrealuidgid\n")
+    argv, env = run_umvu.command(["bash", "--norc", "--noprofile", "-i"])
+    t = Terminal(["/bin/bash", "--norc", "--noprofile", "-i"], dict(env, TERM="dumb"),
+                 tmp_path)
+    try:
+        t.send(f"PS1='{PS1[:4]}''{PS1[4:]}'\n")
+        t.expect(PROMPT)
+        t.send(f"umvu -f {rc} -- python3 {prog}\n")
+        t.expect("started\n")
+        t.send("\x1a")
+        t.expect(PROMPT, timeout=10)
+        assert re.search(r"^\[1\]\+\s+Stopped\s+umvu ", t.command("jobs"), re.M)
+        t.send("fg\n")
+        t.expect("finished True\n", timeout=30)
+        t.expect(PROMPT)
+        assert t.command("echo $?") == "0\n"
+    finally:
+        t.close()

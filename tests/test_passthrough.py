@@ -119,6 +119,47 @@ print("sizes", {os.path.getsize(os.path.join(d, f"t{i}")) for i in range(16)})
 """
 
 
+PROCESS_STATE = r"""
+grep -E '^(Sig(Blk|Ign)|Cap(Inh|Prm|Eff|Bnd|Amb)|Umask|Groups)' /proc/self/status
+ulimit -a; umask; pwd; id
+env | grep -v -e '^_=' -e '^UMVU_' -e '^SHLVL=' | LC_ALL=C sort
+ls -l /proc/self/fd/ | awk 'NR > 1 && $9 < 3 {print $9, $11}' | sed 's/:\[[0-9]*\]//'
+"""
+
+
+def test_process_state_passes_unchanged(run_umvu, run_native, tmp_path):
+    # what a command inherits (environment, descriptors, limits, umask, signal
+    # dispositions, credentials) is what it would have natively
+    fd_file = tmp_path / "stdin.txt"
+    fd_file.write_text("")
+    with open(fd_file) as stdin:
+        want = subprocess.run(["bash", "-c", PROCESS_STATE], cwd=tmp_path, stdin=stdin,
+                              capture_output=True, text=True, timeout=60,
+                              env=dict(run_umvu.base_env, HOME=str(run_umvu.home()),
+                                       USER="root", LOGNAME="root"))
+    with open(fd_file) as stdin:
+        argv, env = run_umvu.command(PROCESS_STATE)
+        got = subprocess.run(argv, cwd=tmp_path, stdin=stdin, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert want.returncode == 0 and "0 " + str(fd_file) in want.stdout, want.stderr
+    assert (got.returncode, got.stdout, got.stderr) == \
+        (want.returncode, want.stdout, want.stderr)
+
+
+def test_shebang_scripts_and_path_lookup(run_umvu, tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "hello").write_text("#!/bin/sh\necho \"$0 says $1\"\n")
+    (bindir / "pyhello").write_text("#!/usr/bin/env python3\nimport sys; print(sys.argv[1:])\n")
+    for f in bindir.iterdir():
+        f.chmod(0o755)
+    res = run_umvu(f"PATH={bindir}:$PATH; hello world; pyhello a b; {bindir}/hello again")
+    assert res.stdout == (f"{bindir}/hello says world\n['a', 'b']\n"
+                          f"{bindir}/hello says again\n"), res.stderr
+    res = run_umvu([bindir / "pyhello", "direct"])
+    assert res.stdout == "['direct']\n"
+
+
 def test_python_threads_file_io(run_umvu, tmp_path):
     (tmp_path / "io").mkdir()
     res = run_umvu(["python3", "-c", THREADS_PY, tmp_path / "io"])
@@ -278,6 +319,20 @@ def test_sigterm_to_umvu_reaches_the_command(run_umvu):
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert (proc.returncode, out) == (42, "got TERM\n"), err
+
+
+def test_sigterm_to_the_process_group(run_umvu):
+    # kill -TERM -PGID (timeout(1), service managers, a terminal's hangup...)
+    # reaches umvu and its command at once: the command dies of SIGTERM, and
+    # umvu must report just that (143), whichever of the two sees it first
+    outcomes = []
+    for _ in range(15):
+        proc = run_umvu.popen("echo ready; sleep 30")     # its own session
+        assert proc.stdout.readline() == "ready\n"
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        outcomes.append((proc.returncode, err))
+    assert outcomes == [(143, "")] * 15
 
 
 def test_missing_command(run_umvu):

@@ -94,6 +94,23 @@ def test_ids_inherited_and_copied(run_umvu, user, workdir):
                          str(r), "0", "0", str(r)], res.stderr
 
 
+def test_exec_from_a_thread_keeps_virtual_ids(run_umvu, user):
+    # the execing thread takes over the process (and the leader's pid)
+    res = run_umvu("vu_insmod unrealuidgid\n" + py("""
+        import os, threading, time
+        os.setresgid(8, 8, 8); os.setresuid(7, 7, 7)
+        pid = os.getpid()
+        def run():
+            os.execv("/bin/sh", ["sh", "-c", f"echo $$ {pid}; id -u; id -g"])
+        threading.Thread(target=run).start()
+        time.sleep(30)
+    """) + "\necho \"status $?\"; id -u", user=user)
+    pids, *rest = res.stdout.splitlines()
+    a, b = pids.split()
+    assert a == b, "after exec the process must keep its pid"
+    assert rest == ["7", "8", "status 0", str(real_id(user))], res.stderr
+
+
 def test_rmmod_drops_virtual_ids(run_umvu, user):
     res = run_umvu("vu_insmod unrealuidgid\n" + py("""
         import os, subprocess
@@ -131,6 +148,27 @@ def test_groups(run_umvu, user):
         300 1299
         0
     """), res.stderr
+
+
+def test_bad_pointers_fail_like_the_kernel(run_umvu, user):
+    # a call the module answers must fail as the kernel's would: EFAULT
+    res = run_umvu("vu_insmod unrealuidgid\n" + py("""
+        import ctypes, errno
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        BAD = 0xdead0000          # not mapped
+        for name, nr, args in [("getresuid", 118, (BAD, BAD, BAD)),
+                               ("getresgid", 120, (0, 0, 0)),
+                               ("setgroups", 116, (2, BAD))]:
+            ret = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
+            print(name, ret, errno.errorcode.get(ctypes.get_errno()) if ret < 0 else "")
+        import os; os.setgroups([1, 2])
+        ret = libc.syscall(ctypes.c_long(115), ctypes.c_long(64), ctypes.c_long(BAD))
+        print("getgroups", ret, errno.errorcode.get(ctypes.get_errno()) if ret < 0 else "")
+    """), user=user)
+    assert res.stdout.splitlines() == [
+        "getresuid -1 EFAULT", "getresgid -1 EFAULT", "setgroups -1 EFAULT",
+        "getgroups -1 EFAULT"], res.stderr
 
 
 def test_threads_share_the_virtual_ids(run_umvu, user):

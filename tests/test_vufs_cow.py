@@ -497,3 +497,49 @@ def test_unix_socket_bound_in_cow_view_stays_in_cow(vu, tdir):
         """, env={"T": tdir})
     assert res.lines == ["hello", "['f', 'sock']", "socket"], res
     assert diff_manifest(before, manifest(lower)) == [], res
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a root session")
+def test_cow_checks_the_callers_permissions(vu, cow_tree):
+    """In a session started by root, a process that dropped to 65534 shares
+    the cow view. It may not create nor write in root's 0755 directories
+    (the kernel says EACCES), and it must not be able to delete or rename
+    root's entries there either: vufs must not do those with the
+    hypervisor's own (root) credentials."""
+    top, lower, cow, _ = cow_tree
+    res = vu("""\
+        vu_insmod vufs
+        vumount -t vufs -o cow $T/cow $T/lower || echo MOUNT-FAILED
+        cd $T/lower
+        setpriv --reuid 65534 --regid 65534 --clear-groups bash -c '
+            mkdir newd; echo "mkdir=$?"
+            echo x >> f1; echo "write=$?"
+            rm -f f2; echo "rm=$?"
+            mv f3 f3.moved; echo "mv=$?"
+            rm -rf dirA; echo "rmrf=$?"'
+        ls f2 f3 dirA/a > /dev/null; echo "still=$?"
+        """, env={"T": top})
+    assert res.lines == ["mkdir=1", "write=1", "rm=1", "mv=1", "rmrf=1", "still=0"], res
+    assert not os.path.exists(f"{cow}/.-/f2"), res
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a root session")
+def test_cow_chown_by_unprivileged_process_cannot_steal_a_file(vu, cow_tree):
+    """A process that dropped to 65534 in a root session must not gain
+    access to root's 0600 file by chown-ing it in a cow view: chown of a
+    file one does not own is EPERM, and the content stays unreadable."""
+    top, lower, cow, _ = cow_tree
+    write(f"{lower}/secret", "top secret\n", 0o600)
+    res = vu("""\
+        vu_insmod vufs
+        vumount -t vufs -o cow $T/cow $T/lower || echo MOUNT-FAILED
+        cd $T/lower
+        setpriv --reuid 65534 --regid 65534 --clear-groups bash -c '
+            cat secret; echo "read=$?"
+            chown 65534:65534 secret; echo "chown=$?"
+            chmod 644 secret; echo "chmod=$?"
+            cat secret; echo "read=$?"'
+        stat -c '%U %a' secret
+        """, env={"T": top})
+    assert res.lines == ["read=1", "chown=1", "chmod=1", "read=1", "root 600"], res
+    assert "top secret" not in res.out

@@ -207,3 +207,50 @@ def test_umount_through_the_name_used_to_mount(vu, srctgt):
         grep -c " $T/tgt vufs " /proc/mounts
         """, env={"T": T})
     assert res.lines == ["mount=0", "1", "in-src", "umount=0", "0"], res
+
+
+@pytest.mark.parametrize("mode", ["bind", "cow"])
+def test_mount_point_cannot_be_removed_or_renamed(vu, tdir, mode):
+    """As for a kernel mount point, rmdir and rename of a vufs mount point
+    are EBUSY: they must never reach (and destroy) the SOURCE directory."""
+    T = tdir
+    os.makedirs(f"{T}/empty")
+    os.makedirs(f"{T}/tgt")
+    os.makedirs(f"{T}/cow")
+    write(f"{T}/src/file", "data\n")
+    src = {"bind": ("$T/empty", "$T/src"), "cow": ("$T/cow", "$T/cow")}[mode]
+    opts = "-o cow " if mode == "cow" else ""
+    res = vu(f"""\
+        vu_insmod vufs
+        vumount -t vufs {opts}{src[0]} $T/tgt || echo MOUNT-FAILED
+        rmdir $T/tgt; echo "rmdir=$?"
+        vuumount $T/tgt && vumount -t vufs {opts}{src[1]} $T/tgt || echo MOUNT-FAILED
+        mv $T/tgt $T/moved; echo "mv=$?"
+        python3 -c 'import os; os.rename("'$T'/tgt", "'$T'/moved2")'; echo "rename=$?"
+        ls $T/tgt
+        """, env={"T": T})
+    assert "MOUNT-FAILED" not in res.out, res
+    assert res.lines[:3] == ["rmdir=1", "mv=1", "rename=1"], res
+    assert f"rmdir: failed to remove '{T}/tgt': Device or resource busy" in res.err, res
+    assert "OSError: [Errno 16] Device or resource busy" in res.err, res
+    assert os.path.isdir(f"{T}/empty") and os.path.isdir(f"{T}/cow")
+    if mode == "bind":
+        assert os.listdir(f"{T}/src") == ["file"], res
+    assert not os.path.exists(f"{T}/moved") and not os.path.exists(f"{T}/moved2")
+
+
+def test_file_mount_point_cannot_be_unlinked(vu, tdir):
+    """The tutorial's file-over-file mount: `rm` of the mount point is EBUSY
+    (as for a kernel bind mount of a file); the SOURCE file survives."""
+    T = tdir
+    write(f"{T}/new.conf", "new\n")
+    write(f"{T}/target.conf", "old\n")
+    res = vu("""\
+        vu_insmod vufs
+        vumount -t vufs $T/new.conf $T/target.conf || echo MOUNT-FAILED
+        rm $T/target.conf; echo "rm=$?"
+        cat $T/target.conf
+        """, env={"T": T})
+    assert res.lines == ["rm=1", "new"], res
+    assert f"rm: cannot remove '{T}/target.conf': Device or resource busy" in res.err, res
+    assert sorted(os.listdir(T)) == ["new.conf", "target.conf"]

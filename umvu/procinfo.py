@@ -27,3 +27,58 @@ def umask(pid: int) -> int:
         return int(status(pid)["Umask"], 8)
     except (KeyError, ValueError):
         return 0o022
+
+
+_libc = None
+
+
+def _syscall(nr: int, *args) -> int:
+    global _libc
+    if _libc is None:
+        import ctypes
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc.syscall(nr, *args)
+
+
+SYS_SETFSUID, SYS_SETFSGID, SYS_SETGROUPS = 122, 123, 116
+
+
+def groups(pid: int) -> list[int]:
+    return [int(g) for g in status(pid).get("Groups", "").split()]
+
+
+class acting_as:
+    """Do file work with the calling process's file-system credentials.
+
+    A hypervisor run by root must not lend its power to a process that
+    dropped it: while this is active, this thread's fsuid, fsgid and groups
+    are the caller's, so the kernel checks the work as it would the
+    caller's own call. When the hypervisor is not root the caller's
+    credentials are its own, and this does nothing.
+    """
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.active = False
+
+    def __enter__(self):
+        if os.geteuid() != 0 or not self.pid:
+            return self
+        uid, gid = fs_ids(self.pid)
+        if (uid, gid) == (0, 0):
+            return self
+        import ctypes
+        groups_of = groups(self.pid)
+        arr = (ctypes.c_uint * max(len(groups_of), 1))(*groups_of)
+        _syscall(SYS_SETGROUPS, len(groups_of), arr)     # this thread only
+        _syscall(SYS_SETFSGID, gid)
+        _syscall(SYS_SETFSUID, uid)
+        self.active = True
+        return self
+
+    def __exit__(self, *exc):
+        if self.active:
+            _syscall(SYS_SETFSUID, 0)
+            _syscall(SYS_SETFSGID, 0)
+            _syscall(SYS_SETGROUPS, 0, None)
+        return False

@@ -415,6 +415,8 @@ class Vfs:
         if name in ("execve", "execveat") and res.service is not None and \
                 getattr(res.service, "flags", 0) & MS_NOEXEC:
             return -errno.EACCES        # mount -o noexec
+        if op == "delete" and res.path in self.services.mount_points():
+            return -errno.EBUSY         # a mount point cannot go
         if op == "create" and res.service is not None and \
                 res.path == getattr(res.service, "target", None):
             return -errno.EEXIST        # the mount point itself
@@ -748,6 +750,9 @@ class Vfs:
         for res in (res1, res2):
             if res.error:
                 return -res.error
+        points = self.services.mount_points()
+        if res1.path in points or (op == "rename" and res2.path in points):
+            return -errno.EBUSY
         service = res1.service
         if service is not res2.service:
             return -errno.EXDEV         # as the kernel across mount points

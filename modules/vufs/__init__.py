@@ -12,6 +12,8 @@ import errno
 import logging
 import os
 
+from umvu import procinfo
+from umvu.lowerview import caller
 from umvu.module import Module, PathService
 
 from .layers import Layers
@@ -72,13 +74,15 @@ class VufsService(PathService):
 
     def fd_redirect(self, entry):
         try:
-            return self.layers.fd_redirect(self.rel(entry.path))
+            with procinfo.acting_as(caller_pid()):
+                return self.layers.fd_redirect(self.rel(entry.path))
         except OSError as exc:
             return -(exc.errno or errno.EIO)
 
     def fd_modify(self, entry, name, args):
         try:
-            return self.layers.fd_modify(self.rel(entry.path), name, args)
+            with procinfo.acting_as(caller_pid()):
+                return self.layers.fd_modify(self.rel(entry.path), name, args)
         except OSError as exc:
             return -(exc.errno or errno.EIO)
 
@@ -95,10 +99,15 @@ class VufsService(PathService):
                 not call.flags & (0o100 | 0o1000)):
             return -errno.EROFS
         try:
-            return self.layers.call(call, rel, rel2)
+            with procinfo.acting_as(call.pid):
+                return self.layers.call(call, rel, rel2)
         except OSError as exc:
             return -(exc.errno or errno.EIO)
 
 
 def _in_store(rel: str | None) -> bool:
     return rel is not None and (rel == "/.-" or rel.startswith("/.-/"))
+
+
+def caller_pid() -> int:
+    return getattr(caller, "pid", 0)

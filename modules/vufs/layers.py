@@ -205,6 +205,11 @@ class Layers:
             if self.where(rel) == "top" or dest == "top":
                 return -errno.EROFS
             return call.redirect(self.bottom(rel), self.bottom(rel2))
+        if self.mode == "mincow" and self.where(rel) == "bottom" and \
+                dest != "top" and not self.store.deleted(rel2) and \
+                self._can_write_dir(self.bottom(_dirname(rel))) and \
+                self._can_write_dir(self.bottom(_dirname(rel2))):
+            return call.redirect(self.bottom(rel), self.bottom(rel2))
         src_st = self.lower.lstat(self.path_of(rel))
         if dest is not None:
             dst_st = self.lower.lstat(self.path_of(rel2))
