@@ -48,3 +48,18 @@ $(VENV)/.installed: pyproject.toml setup.py csrc/*.c csrc/*.h csrc/build_core.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info umvu/_core*.so umvu/_core.c umvu/_core.o
+
+# CPython's own tests (test_os, test_posix, test_shutil, test_glob,
+# test_tempfile, test_pathlib, test_tarfile) natively and inside umvu with a
+# vufs cow mount over TMPDIR, compared test by test; CPYTHON_ARGS="test_os -v"
+CPYTHON_ARGS ?=
+check-cpython: venv
+	@dpkg-query -W -f='$${Status}\n' libpython3.11-testsuite 2>/dev/null | grep -q '^install ok installed' || \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing Debian package: libpython3.11-testsuite"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q libpython3.11-testsuite >/dev/null || \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q libpython3.11-testsuite >/dev/null; }; \
+	else \
+		echo "check-cpython needs: sudo apt-get install libpython3.11-testsuite"; exit 1; \
+	fi
+	$(VENV)/bin/python bench/check_cpython.py $(CPYTHON_ARGS)

@@ -326,7 +326,7 @@ static long mem_fallback(int tid, unsigned long addr, void *buf,
     long r = write ? pwrite(fd, buf, len, (off_t)addr)
                    : pread(fd, buf, len, (off_t)addr);
     if (r < 0)
-        r = -errno;
+        r = errno == EIO ? -EFAULT : -errno;    /* an unmapped address */
     close(fd);
     return r;
 }

@@ -123,7 +123,9 @@ class UnrealUidGid(Module):
     @syscall("getgroups")
     def getgroups(self, call):
         groups = call.state.groups
-        size = call.args[0] & 0xffffffff
+        size = _int(call.args[0])
+        if size < 0:
+            return -errno.EINVAL
         if size == 0:
             return len(groups)
         if size < len(groups):
@@ -134,9 +136,15 @@ class UnrealUidGid(Module):
 
     @syscall("setgroups")
     def setgroups(self, call):
-        size = call.args[0] & 0xffffffff
-        if size > NGROUPS_MAX:
+        size = _int(call.args[0])
+        if not 0 <= size <= NGROUPS_MAX:
             return -errno.EINVAL
         data = call.read(call.args[1], 4 * size) if size else b""
         call.state.groups = list(struct.unpack(f"{size}I", data))
         return 0
+
+
+def _int(value: int) -> int:
+    """A syscall's int argument (the low 32 bits, signed)."""
+    value &= 0xffffffff
+    return value - (1 << 32) if value >> 31 else value

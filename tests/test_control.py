@@ -213,3 +213,13 @@ def test_module_loaded_while_calls_block(run_umvu, tmp_path):
     """)
     assert res.stdout == "read data slept at least 1.5: True euid 0\nstatus 0\n4242\n", \
         res.stderr
+
+
+def test_debug_messages_go_to_the_log(run_umvu, tmp_path):
+    log = tmp_path / "debug.log"
+    res = run_umvu("vu_insmod unrealuidgid; vu_insmod nosuch 2>/dev/null; vu_lsmod",
+                   opts=("-N", "-d", "m", "-o", log))
+    assert res.stdout == UNREAL and res.stderr == ""
+    text = log.read_text()
+    assert "umvu: module unrealuidgid loaded\n" in text
+    assert "nosuch" in text

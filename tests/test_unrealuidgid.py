@@ -7,8 +7,6 @@ import os
 import subprocess
 import textwrap
 
-import pytest
-
 from conftest import NOBODY
 
 ROOT_ID = "uid=0(root) gid=0(root) groups=0(root)"
@@ -150,25 +148,43 @@ def test_groups(run_umvu, user):
     """), res.stderr
 
 
-def test_bad_pointers_fail_like_the_kernel(run_umvu, user):
-    # a call the module answers must fail as the kernel's would: EFAULT
-    res = run_umvu("vu_insmod unrealuidgid\n" + py("""
-        import ctypes, errno
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.syscall.restype = ctypes.c_long
-        BAD = 0xdead0000          # not mapped
-        for name, nr, args in [("getresuid", 118, (BAD, BAD, BAD)),
-                               ("getresgid", 120, (0, 0, 0)),
-                               ("setgroups", 116, (2, BAD))]:
-            ret = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
-            print(name, ret, errno.errorcode.get(ctypes.get_errno()) if ret < 0 else "")
-        import os; os.setgroups([1, 2])
-        ret = libc.syscall(ctypes.c_long(115), ctypes.c_long(64), ctypes.c_long(BAD))
-        print("getgroups", ret, errno.errorcode.get(ctypes.get_errno()) if ret < 0 else "")
+ERRNO_PY = """
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def call(name, nr, *args):
+    ret = libc.syscall(ctypes.c_long(nr), *args)
+    print(name, ret, errno.errorcode.get(ctypes.get_errno()) if ret < 0 else "")
+BAD = ctypes.c_long(0xdead0000)     # not mapped
+buf = (ctypes.c_uint * 8)()
+"""
+
+
+def test_bad_pointers_give_efault(run_umvu, user):
+    # a call the module answers must fail as the kernel's would
+    res = run_umvu("vu_insmod unrealuidgid\n" + py(ERRNO_PY + """
+call("getresuid", 118, BAD, BAD, BAD)
+call("getresgid", 120, None, None, None)
+call("setgroups", 116, 2, BAD)
+call("setgroups", 116, 2, buf)
+call("getgroups", 115, 64, BAD)
     """), user=user)
     assert res.stdout.splitlines() == [
         "getresuid -1 EFAULT", "getresgid -1 EFAULT", "setgroups -1 EFAULT",
-        "getgroups -1 EFAULT"], res.stderr
+        "setgroups 0 ", "getgroups -1 EFAULT"], res.stderr
+
+
+def test_negative_group_count_gives_einval(run_umvu, user):
+    res = run_umvu("vu_insmod unrealuidgid\n" + py(ERRNO_PY + """
+call("setgroups", 116, 2, buf)
+call("getgroups", 115, ctypes.c_int(-1), buf)
+call("setgroups", 116, ctypes.c_int(-1), buf)
+call("getgroups", 115, 1, buf)
+call("getgroups", 115, 0, None)
+    """), user=user)
+    assert res.stdout.splitlines() == [
+        "setgroups 0 ", "getgroups -1 EINVAL", "setgroups -1 EINVAL",
+        "getgroups -1 EINVAL", "getgroups 2 "], res.stderr
 
 
 def test_threads_share_the_virtual_ids(run_umvu, user):

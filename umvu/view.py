@@ -418,8 +418,11 @@ class View:
         log.debug("mounted %r", service)
 
     def _umount(self, stop) -> int | None:
-        target = self.resolve(stop.process, self._opt_str(stop, stop.args[0]),
-                              follow=not stop.args[1] & UMOUNT_NOFOLLOW)
+        path = self._opt_str(stop, stop.args[0])
+        # the mount point itself first, without asking its (maybe dead) service
+        target = self.resolve(stop.process, path, follow=False)
+        if self.services.at(target) is None and not stop.args[1] & UMOUNT_NOFOLLOW:
+            target = self.resolve(stop.process, path, follow=True)
         service = self.services.at(target)
         if service is None and path_under(target, self.tmpdir):
             return 0                # a helper leaving one of the view's own dirs

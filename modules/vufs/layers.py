@@ -256,12 +256,15 @@ class Layers:
             self._copy_up(rel)
         return self._host(self.path_of(rel), "modify")
 
-    def fd_modify(self, rel: str, name: str, args) -> int:
+    def fd_modify(self, rel: str, name: str, args) -> int | None:
         """fchmod/fchown/fxattr on a descriptor of a lower-layer file: copy
-        up, then change the copy (the descriptor still reads the original)."""
+        up, then change the copy (the descriptor still reads the original).
+        None: the descriptor is the top layer's file, the kernel does it."""
         where = self.where(rel)
         if where is None:
             return -errno.ENOENT
+        if name in ("fsetxattr", "fremovexattr"):
+            return None if where == "top" or self.mode == "merge" else -errno.EOPNOTSUPP
         if name == "fchown":
             uid, gid = args[1] & 0xffffffff, args[2] & 0xffffffff
             call = _Change("chown", uid=uid, gid=gid)
