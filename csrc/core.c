@@ -326,7 +326,9 @@ static long mem_fallback(int tid, unsigned long addr, void *buf,
     long r = write ? pwrite(fd, buf, len, (off_t)addr)
                    : pread(fd, buf, len, (off_t)addr);
     if (r < 0)
-        r = errno == EIO ? -EFAULT : -errno;    /* an unmapped address */
+        /* an unmapped address (EIO), or one in the kernel half (an offset
+         * past off_t: EINVAL): the kernel would say EFAULT */
+        r = (errno == EIO || errno == EINVAL) ? -EFAULT : -errno;
     close(fd);
     return r;
 }

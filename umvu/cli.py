@@ -143,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def forward(sig, _frame):
         if root is not None and not root.exited:
-            os.kill(root.pid, sig)
+            try:
+                os.kill(root.pid, sig)
+            except ProcessLookupError:
+                pass                # it just ended; the loop will hear of it
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, forward)
     signal.signal(signal.SIGUSR2, lambda *_: _dump_state(view))
