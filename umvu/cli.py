@@ -176,11 +176,4 @@ if __name__ == "__main__":
 
 def _dump_state(view) -> None:
     """SIGUSR2: print the tracer's tables (debugging a stuck view)."""
-    import sys as _sys
-    t = view.tracer
-    print(f"umvu: processes={sorted(t.processes)} threads={sorted(t.threads)} "
-          f"early={ {k: [(kind, getattr(i, 'kind', i)) for kind, i in v] for k, v in t._early.items()} } "
-          f"deferred={t.deferred} "
-          f"fast_events={__import__('umvu.ptrace_core').ptrace_core.lib.umvu_fast_events} "
-          f"levels={[(p.pid, p.level) for p in t.processes.values()]} level={t.level}",
-          file=_sys.stderr)
+    print(f"umvu: {view.tracer.describe()}", file=sys.stderr)

@@ -165,6 +165,14 @@ class Tracer:
         self.deferred = 0
         self.busy_workers = lambda: False        # the handler's, if it has workers
 
+    def describe(self) -> str:
+        """The tables, for a person debugging a stuck view."""
+        early = {tid: [kind for kind, _ in items] for tid, items in self._early.items()}
+        return (f"processes={sorted(self.processes)} threads={sorted(self.threads)} "
+                f"early={early} deferred={self.deferred} "
+                f"fast_events={pc.lib.umvu_fast_events} level={self.level} "
+                f"levels={[(p.pid, p.level) for p in self.processes.values()]}")
+
     # ---- filters ---------------------------------------------------------
     @property
     def level(self) -> int:
