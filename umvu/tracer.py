@@ -59,7 +59,9 @@ class Process:
         self.syscall_insn: int | None = None
         self.data: dict = {}
         self.exited = False
-        self.fd_trapped = parent.fd_trapped if parent else False
+        #: descriptor calls this process traps beyond the view's filter:
+        #: 0 none, 1 metadata calls, 2 all (set by the view; children inherit)
+        self.fd_watch = parent.fd_watch if parent else 0
         #: a helper of the view (a FUSE daemon...), not the user's: it does
         #: not keep the view alive
         self.helper = parent.helper if parent else False

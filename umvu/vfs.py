@@ -50,6 +50,10 @@ NR_DUP3 = syscall_table.NR["dup3"]
 #: what a process traps once it holds a descriptor the view must watch
 ALL_FD_CALLS = frozenset(sc.nr for sc in syscall_table.TABLE
                          if sc.family in ("fd", "fdmeta", "fdattr"))
+#: ... once it holds a file whose metadata changes the view must see
+META_FD_CALLS = frozenset(sc.nr for sc in syscall_table.TABLE
+                          if sc.family == "fdattr" or sc.name == "fstat")
+WATCH_META, WATCH_ALL = 1, 2
 #: op classes of single-path calls (see module.PathCall)
 OPS = {
     "stat": "stat", "lstat": "stat", "newfstatat": "stat", "statx": "stat",
@@ -269,7 +273,7 @@ class Vfs:
         descriptors without our seeing it."""
         entry = st.files.get(fd)
         proc = stop.process
-        if entry is None or proc.fd_trapped:
+        if entry is None or proc.fd_watch == WATCH_ALL:
             return entry
         if self._still_open(proc.pid, fd, entry):
             return entry
@@ -865,16 +869,19 @@ class Vfs:
         return None
 
     def _watch(self, stop, st, fd: int) -> None:
-        """A descriptor whose calls the view must see (a served file, a
-        merged directory, a file of a cow mount's lower layer): from now on
-        this process traps every descriptor call, and the C core lets the
-        ones on other descriptors go at once."""
+        """A descriptor whose calls the view must see: from now on this
+        process traps every descriptor call (a served file, a merged
+        directory) or the metadata ones (a file of a cow mount's lower
+        layer, whose reads stay native); the C core lets the calls on other
+        descriptors go at once."""
         entry = st.files.get(fd)
-        if entry is None or stop.process.fd_trapped or not (
-                entry.served is not None or entry.listing is not None or entry.trap):
+        if entry is None:
             return
-        stop.tighten(ALL_FD_CALLS)
-        stop.process.fd_trapped = True
+        want = WATCH_ALL if entry.served is not None or entry.listing is not None \
+            else WATCH_META if entry.trap else 0
+        if want > stop.process.fd_watch:
+            stop.tighten(ALL_FD_CALLS if want == WATCH_ALL else META_FD_CALLS)
+            stop.process.fd_watch = want
 
     def sys_dup(self, stop, st, sc):
         return self._dup_hook(stop, st, _signed32(stop.args[0]), None, False)
