@@ -84,6 +84,8 @@ struct umvu_journal_entry umvu_journal[UMVU_JOURNAL_MAX];
 int umvu_journal_len;
 int umvu_fast_events;
 int umvu_early_pending;
+int umvu_watch_pid;
+int umvu_wake_on_exits;
 
 unsigned long umvu_clone_flags(int tid)
 {
@@ -146,7 +148,9 @@ static int fast_event(struct umvu_event *ev)
     case UMVU_EV_EXITED:
         umvu_forget_thread(tid);
         journal(ev->kind, ev, 0);
-        return 0;               /* Python decides when the view is done */
+        /* Python decides when the view is done: it hears of the exit it
+         * waits for, and of every exit once that one is gone */
+        return tid != umvu_watch_pid && !umvu_wake_on_exits;
     }
     return 0;
 }

@@ -91,6 +91,8 @@ extern struct umvu_journal_entry umvu_journal[256];
 extern int umvu_journal_len;
 extern int umvu_fast_events;
 extern int umvu_early_pending;  /* Python keeps stops of unannounced children */
+extern int umvu_watch_pid;      /* its exit returns to Python...             */
+extern int umvu_wake_on_exits;  /* ...and every exit, while this is set      */
 
 unsigned long umvu_clone_flags(int tid);
 int umvu_wait(struct umvu_event *ev);

@@ -154,9 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for rc in _rc_files(args):
             proc = view.spawn("/bin/sh", ["/bin/sh", rc], env, child_sigs)
-            view.tracer.run(until=lambda: proc.exited)
+            view.tracer.run(until=lambda: proc.exited, watch=proc)
         root = view.spawn(path, command, env, child_sigs)
-        view.tracer.run(until=view.only_helpers_left)
+        view.tracer.run(until=view.only_helpers_left, watch=root)
     except OSError as exc:
         if root is None and exc.errno == errno.EPERM:
             print(f"umvu: cannot trace {command[0]}: {exc.strerror} (already "

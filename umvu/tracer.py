@@ -239,10 +239,13 @@ class Tracer:
         return thread
 
     # ---- the loop ----------------------------------------------------------
-    def run(self, until=lambda: False) -> None:
-        """Serve events until no tracee is left or `until()` is true."""
+    def run(self, until=lambda: False, watch: "Process | None" = None) -> None:
+        """Serve events until no tracee is left or `until()` is true. Until
+        `watch` exits, other exits need not wake Python (they are journaled)."""
         ev = self._event
+        pc.lib.umvu_watch_pid = watch.pid if watch is not None else 0
         while not until():
+            pc.lib.umvu_wake_on_exits = int(watch is None or watch.exited)
             pc.lib.umvu_early_pending = 1 if self._early else 0
             if self.deferred or self.busy_workers():
                 ret = pc.lib.umvu_wait_poll(ev, 2000)
