@@ -156,6 +156,7 @@ def call(name, nr, *args):
     ret = libc.syscall(ctypes.c_long(nr), *args)
     print(name, ret, errno.errorcode.get(ctypes.get_errno()) if ret < 0 else "")
 BAD = ctypes.c_long(0xdead0000)     # not mapped
+KERNEL = ctypes.c_ulong(0xffffffffdead0000)     # e.g. a sign-extended int
 buf = (ctypes.c_uint * 8)()
 """
 
@@ -168,10 +169,13 @@ call("getresgid", 120, None, None, None)
 call("setgroups", 116, 2, BAD)
 call("setgroups", 116, 2, buf)
 call("getgroups", 115, 64, BAD)
+call("getresuid", 118, KERNEL, KERNEL, KERNEL)
+call("setgroups", 116, 1, KERNEL)
     """), user=user)
     assert res.stdout.splitlines() == [
         "getresuid -1 EFAULT", "getresgid -1 EFAULT", "setgroups -1 EFAULT",
-        "setgroups 0 ", "getgroups -1 EFAULT"], res.stderr
+        "setgroups 0 ", "getgroups -1 EFAULT", "getresuid -1 EFAULT",
+        "setgroups -1 EFAULT"], res.stderr
 
 
 def test_negative_group_count_gives_einval(run_umvu, user):
