@@ -3,8 +3,21 @@
 Each workload is built by a function taking the run's Context (a scratch
 directory, the --quick flag) and returning a Workload: a shell command run
 with `sh -c` in `cwd`, plus an optional `check` command, run once untimed
-(as the warm-up) under every variant, whose output must match native's.
-The timed command's own stdout must match native's too.
+(as the warm-up) under every variant, whose output must match the
+reference's (native's). The timed command's own stdout must match too.
+
+Timing: the command is timed from inside the view by the timer (timer.c),
+after the variant's set-up, so the numbers are the workload's own cost;
+the whole command (start-up of the hypervisor included) is recorded too.
+The start-up workload is the exception: its number is the whole command.
+
+`group` picks the variants (variants.py) and the table it is reported in:
+"main" (the ratio tables and geometric means), "seqread" (throughput of a
+sequential read through mounts over the file's directory), "startup",
+"vufuse" (an ext4 image: umvu's vufuse, the kernel's FUSE and the kernel's
+ext4; the reference is the kernel's ext4). `params` are substituted into
+the variants' set-up (variants.DEFAULT_PARAMS: `data_dir`, `cow_dir`,
+`image`, `mnt`).
 """
 
 from __future__ import annotations
@@ -24,6 +37,7 @@ HERE = Path(__file__).resolve().parent
 class Context:
     tmp: Path               # scratch directory, removed at the end
     quick: bool = False
+    cache: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -34,6 +48,12 @@ class Workload:
     cwd: Optional[str] = None
     check: Optional[str] = None
     kinds: Optional[frozenset] = None   # variant kinds it runs under; None: all
+    group: str = "main"
+    params: dict = dataclasses.field(default_factory=dict)
+    timing: str = "inner"   # "inner": timed in the view; "wall": whole command
+    #: variants whose time the ratios are to, the first one that ran
+    reference: tuple = ("native",)
+    bytes: Optional[int] = None         # data read: throughput is reported
 
 
 def _sh(cmd: str, cwd) -> None:
@@ -159,13 +179,103 @@ def git_status(ctx: Context) -> Workload:
 
 
 def startup(ctx: Context) -> Workload:
-    return Workload("startup", "start-up: true", cmd="true",
-                    kinds=frozenset({"native", "umvu"}))
+    # the whole command: `umvu true` is the hypervisor's start-up and exit
+    # (with the variant's set-up: module loading, mounts)
+    return Workload("startup", "`true`, whole command", cmd="true",
+                    kinds=frozenset({"native", "umvu", "proot"}),
+                    group="startup", timing="wall")
+
+
+MiB = 1 << 20
+
+
+def _write_file(path: Path, size: int) -> None:
+    """`size` bytes of incompressible data, written (not sparse)."""
+    block = os.urandom(MiB)
+    with open(path, "wb") as f:
+        for i in range(size // MiB):
+            f.write(block[i % 251:] + block[:i % 251])
+        f.write(block[:size % MiB])
+
+
+def seq_read(ctx: Context) -> Workload:
+    size = (32 if ctx.quick else 256) * MiB
+    d = ctx.tmp / "seq"
+    d.mkdir()
+    _write_file(d / "big", size)
+    # dd, not cat: GNU cat may hand the copy to the kernel (copy_file_range)
+    return Workload(
+        "seqread", f"dd {size // MiB} MiB file, bs=1M, to /dev/null",
+        cmd=f"dd if={d}/big of=/dev/null bs=1M status=none && echo ok",
+        check=f"md5sum < {d}/big", group="seqread", bytes=size,
+        params={"data_dir": str(d), "cow_dir": str(ctx.tmp / "cow-seq")})
+
+
+def _vufuse_image(ctx: Context) -> dict:
+    """An ext4 image with a big file and a tree of small files, built once
+    with mke2fs -d (no root, no mount)."""
+    if "vufuse" in ctx.cache:
+        return ctx.cache["vufuse"]
+    big = (8 if ctx.quick else 64) * MiB
+    nfiles = 200 if ctx.quick else 2000
+    base = ctx.tmp / "vufuse"
+    src = base / "src"
+    tree = src / "tree"
+    tree.mkdir(parents=True)
+    _write_file(src / "big", big)
+    per_dir = 50
+    for i in range(nfiles):
+        sub = tree / f"d{i // per_dir:02d}"
+        sub.mkdir(exist_ok=True)
+        # 100 bytes to ~6 KiB
+        (sub / f"f{i:04d}").write_bytes(
+            (f"file {i} " * (10 + (i * 37) % 600)).encode()[:100 + (i * 97) % 6000])
+    image = base / "ext4.img"
+    size = f"{big // MiB + 96}M"
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(src),
+                    str(image), size], check=True, stdout=subprocess.DEVNULL)
+    mnt = base / "mnt"
+    mnt.mkdir()
+    info = {"image": str(image), "mnt": str(mnt), "big": big,
+            "nfiles": nfiles}
+    ctx.cache["vufuse"] = info
+    return info
+
+
+VUFUSE_REFERENCE = ("kernel-ext4", "kernel-fuse")
+
+
+def vufuse_read(ctx: Context) -> Workload:
+    img = _vufuse_image(ctx)
+    m = img["mnt"]
+    return Workload(
+        "vufuse-read", f"ext4 image: dd {img['big'] // MiB} MiB file",
+        cmd=f"dd if={m}/big of=/dev/null bs=1M status=none && echo ok",
+        check=f"md5sum < {m}/big", group="vufuse", bytes=img["big"],
+        params={"image": img["image"], "mnt": m},
+        reference=VUFUSE_REFERENCE)
+
+
+def vufuse_tar(ctx: Context) -> Workload:
+    img = _vufuse_image(ctx)
+    m = img["mnt"]
+    return Workload(
+        "vufuse-tar", f"ext4 image: tar {img['nfiles']} files | wc -c",
+        cmd=f"tar -C {m} -cf - tree | wc -c",
+        check=f"tar -C {m} -cf - --sort=name --mtime=@0 --owner=0 "
+              f"--group=0 --numeric-owner tree | md5sum",
+        group="vufuse", params={"image": img["image"], "mnt": m},
+        reference=VUFUSE_REFERENCE)
 
 
 #: name -> builder, in run order; --only picks by name
 WORKLOADS: dict[str, Callable[[Context], Workload]] = {
     "find": find_so, "tar": tar_include, "python": python_import,
     "exec": exec_loop, "statread": stat_read, "gcc": gcc_units,
-    "git": git_status, "startup": startup,
+    "git": git_status, "seqread": seq_read, "startup": startup,
+    "vufuse-read": vufuse_read, "vufuse-tar": vufuse_tar,
 }
+
+#: the groups of the workloads not in "main" (known before they are built)
+WORKLOAD_GROUPS = {"seqread": "seqread", "startup": "startup",
+                   "vufuse-read": "vufuse", "vufuse-tar": "vufuse"}
