@@ -11,8 +11,9 @@ DEB_PACKAGES = python3-venv python3-dev gcc libc6-dev libffi-dev libseccomp2 lib
 
 .PHONY: run test bench deps venv clean check-cpython docs
 
+# the helper commands (vu_insmod, vumount, vusu...) are found inside the view
 run: venv
-	@$(VENV)/bin/umvu $(if $(strip $(CMD)),-- sh -c '$(CMD)')
+	@PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/umvu $(if $(strip $(CMD)),-- sh -c '$(CMD)')
 
 test: venv
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) tests
