@@ -29,6 +29,16 @@ def umask(pid: int) -> int:
         return 0o022
 
 
+def signal_pending(pid: int) -> bool:
+    """Has the process a signal waiting that it neither blocks nor ignores?"""
+    st = status(pid)
+    try:
+        pending = int(st["SigPnd"], 16) | int(st["ShdPnd"], 16)
+        return bool(pending & ~int(st["SigBlk"], 16) & ~int(st["SigIgn"], 16))
+    except (KeyError, ValueError):
+        return False
+
+
 _libc = None
 
 

@@ -19,6 +19,8 @@ import stat
 import threading
 import time
 
+from umvu import procinfo
+from umvu.lowerview import caller
 from umvu.module import Module, PathService, Service
 
 from . import programs, pyfs
@@ -98,7 +100,9 @@ class Vufuse(Module):
     def connected(self, pid: int, fd: int) -> None:
         """A process of the view opened /dev/fuse: its socket is our session."""
         sock, _ = self.listener.accept()
-        self.pending[(pid, fd)] = self.FuseConnection(sock, DEFAULT_TIMEOUT)
+        conn = self.FuseConnection(sock, DEFAULT_TIMEOUT)
+        conn.should_interrupt = _caller_signalled
+        self.pending[(pid, fd)] = conn
 
     # ---- mount(2) ---------------------------------------------------------------
     def mount(self, source, target, fstype, flags, options, caller):
@@ -196,3 +200,9 @@ class Vufuse(Module):
                 pass
         if service.daemon is not None:
             self.view.stop_helper(service.daemon, 10.0)
+
+
+def _caller_signalled() -> bool:
+    """A signal for the process whose call waits: interrupt the request."""
+    pid = getattr(caller, "pid", 0)
+    return bool(pid) and procinfo.signal_pending(pid)

@@ -456,6 +456,37 @@ class FuseConnection:
                              self.timeout if timeout is None else timeout,
                              True)
 
+    #: called now and then while a request waits: True when the process it
+    #: serves got a signal, so the request is interrupted (FUSE_INTERRUPT)
+    should_interrupt = None
+
+    def _wait_reply(self, slot, deadline) -> bool:
+        """Wait for the reply; on a signal to the caller, ask the daemon to
+        interrupt and give it a moment to answer (EINTR, or the reply)."""
+        check = self.should_interrupt
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return slot.event.is_set()
+            if slot.event.wait(min(left, 0.05) if check else left):
+                return True
+            if check is not None and check():
+                deadline = min(deadline, time.monotonic() + 1.0)
+                return self._interrupt_wait(slot, deadline)
+
+    def _interrupt_wait(self, slot, deadline) -> bool:
+        with self._lock:
+            unique = next((u for u, v in self._pending.items() if v is slot), None)
+        if unique is not None and self._alive:
+            try:
+                self._send_noreply(FUSE_INTERRUPT, 0, INTERRUPT_IN.pack(unique),
+                                   unique=unique | 1)
+            except OSError:
+                pass
+        if slot.event.wait(max(0.0, deadline - time.monotonic())):
+            return True
+        raise _err(errno.EINTR)
+
     def _request(self, opcode, nodeid, payload, uid, gid, pid, timeout,
                  interrupt) -> bytes:
         if not self._alive:
@@ -478,7 +509,7 @@ class FuseConnection:
             with self._lock:
                 self._pending.pop(unique, None)
             raise
-        if not slot.event.wait(max(0.0, deadline - time.monotonic())):
+        if not self._wait_reply(slot, deadline):
             with self._lock:
                 gone = self._pending.pop(unique, None) is not None
                 if gone and self._alive:
