@@ -251,7 +251,6 @@ def fill_placeholder(pid: int, fd: int, entry) -> None:
                 break
             ph.write(chunk)
             offset += len(chunk)
-    entry.private["placeholder"] = f"/proc/{pid}/fd/{fd}"
 
 
 def write_back(entry, path: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 
 from umvu import procinfo
 from umvu.lowerview import caller

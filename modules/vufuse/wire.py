@@ -1155,7 +1155,7 @@ class WireOperations:
                 if h is None or len(set(h[0])) != 1:
                     h = None
                 else:
-                    node, _flags, ftype = h[0][0], h[1], h[2]
+                    node, ftype = h[0][0], h[2]
             if h is not None:
                 return self._getattr(node, fh if ftype == stat.S_IFREG
                                      else None, ctx)
