@@ -154,8 +154,9 @@ class Tracer:
         self.filters: list[bytes] = []
         self.trapped: frozenset[int] = frozenset()
         # poll before sleeping in waitpid: a stop wakes a sleeping tracer
-        # through an idle CPU, tens of microseconds on a VM
-        pc.lib.umvu_spin_ns = int(os.environ.get("UMVU_SPIN_US", "0")) * 1000
+        # through an idle CPU, tens of microseconds on a VM; trap-heavy work
+        # ran 2-3x faster with 50 us here (docs/performance.md)
+        pc.lib.umvu_spin_ns = int(os.environ.get("UMVU_SPIN_US", "50")) * 1000
         # what happened to threads before their creator's clone event was
         # seen (waitpid reports in no particular order): tid -> [(kind, item)]
         self._early: dict[int, list] = {}

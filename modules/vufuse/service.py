@@ -7,12 +7,17 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import time
 
 from umvu import procinfo
 from umvu.lowerview import caller
-from umvu.module import PathService, ServedFile
+from umvu.module import PathService, ServedFile, WouldBlock
 
 O_ACCMODE, O_CREAT, O_EXCL, O_TRUNC = 3, 0o100, 0o200, 0o1000
+#: requests the tracer's thread may try itself (asking twice does no harm)
+QUICK = {"getattr", "readlink", "read", "readdir", "statfs", "access"}
+QUICK_WAIT = 0.02
+WALK_CACHE_SECONDS = 1.0        # fuse2fs's entry timeout; the kernel's default
 WRITE_OPS = ("modify", "create", "delete", "rename", "link")
 
 
@@ -32,6 +37,7 @@ class FuseService(PathService):
         self.readonly = readonly
         self.daemon = daemon
         self.conn = conn
+        self._walk_cache: dict = {}
 
     # ---- calling the backend ----------------------------------------------
     def call(self, method: str, *args, **kwargs):
@@ -40,10 +46,28 @@ class FuseService(PathService):
         func = getattr(self.ops, method)
         if not self.blocking:
             return func(*args, **kwargs)
-        self.may_wait()
         ctx = caller_ids()
+        try:
+            self.may_wait()
+        except WouldBlock:
+            if method not in QUICK or self.conn is None:
+                raise
+            return self._quick(func, args, kwargs, ctx)
         with self.view.unlocked():
             return func(*args, ctx=ctx, **kwargs)
+
+    def _quick(self, func, args, kwargs, ctx):
+        """On the tracer's thread: a daemon usually answers a lookup or a
+        read within microseconds without needing the tracer, so ask and
+        wait a little; only if it is slow, move the call to a worker (the
+        request is one that may be asked twice)."""
+        self.conn.quick.timeout = QUICK_WAIT
+        try:
+            return func(*args, ctx=ctx, **kwargs)
+        except TimeoutError:
+            raise WouldBlock() from None
+        finally:
+            self.conn.quick.timeout = None
 
     def rel(self, path: str) -> str:
         if self.target == "/":
@@ -52,7 +76,18 @@ class FuseService(PathService):
 
     # ---- used while walking paths --------------------------------------------
     def lstat(self, path):
-        return self.call("getattr", self.rel(path))
+        """The walk needs only whether a name is a directory or a symlink:
+        remember it a moment (as the kernel's dentry cache does), so that
+        walking to a file does not ask the daemon about every directory."""
+        now = time.monotonic()
+        hit = self._walk_cache.get(path)
+        if hit is not None and now - hit[1] < WALK_CACHE_SECONDS:
+            return hit[0]
+        st = self.call("getattr", self.rel(path))
+        if len(self._walk_cache) > 4096:
+            self._walk_cache.clear()
+        self._walk_cache[path] = (st, now)
+        return st
 
     def readlink(self, path):
         return self.call("readlink", self.rel(path))
@@ -60,6 +95,8 @@ class FuseService(PathService):
     # ---- path calls --------------------------------------------------------------
     def path_call(self, call):
         rel = self.rel(call.path)
+        if call.op != "stat":
+            self._walk_cache.clear()        # names may change meaning
         if self.readonly and (call.op in WRITE_OPS or
                               (call.op == "open" and (_writes(call.flags) or
                                                       call.flags & O_CREAT))):

@@ -271,6 +271,8 @@ class FuseConnection:
                  on_notify: Optional[Callable[[int, bytes], None]] = None):
         self.sock = sock
         self.timeout = timeout
+        #: .timeout, per thread: wait this long only, then ETIMEDOUT quietly
+        self.quick = threading.local()
         self.major: Optional[int] = None
         self.minor: Optional[int] = None
         self.daemon_minor: Optional[int] = None
@@ -452,6 +454,10 @@ class FuseConnection:
         reply, FuseError(ENOTCONN) when the daemon is gone and
         FuseError(ETIMEDOUT) after `timeout` (default: self.timeout)
         seconds, after sending FUSE_INTERRUPT for the request."""
+        quick = getattr(self.quick, "timeout", None)
+        if quick is not None:           # a short try: no INTERRUPT after it
+            return self._request(opcode, nodeid, payload, uid, gid, pid,
+                                 quick, False)
         return self._request(opcode, nodeid, payload, uid, gid, pid,
                              self.timeout if timeout is None else timeout,
                              True)
