@@ -9,6 +9,8 @@
  *
  * (seconds: wall clock from CLOCK_MONOTONIC, and the CPU time of CMD and its
  * descendants) and exits with CMD's status (128 + N if killed by signal N).
+ * The CPU times are differences: a shell that execs the timer hands it the
+ * CPU time of the children it had waited for (a view's set-up commands).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -37,6 +39,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: %s CMD [ARGS...]\n", argv[0]);
         return 2;
     }
+    struct rusage ru0, ru;
+    getrusage(RUSAGE_CHILDREN, &ru0);
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     pid_t pid = fork();
@@ -57,10 +61,10 @@ int main(int argc, char **argv)
         }
     }
     double elapsed = since(&t0);
-    struct rusage ru;
     getrusage(RUSAGE_CHILDREN, &ru);
     fprintf(stderr, "umvu-bench-timer: %.6f %.6f %.6f\n", elapsed,
-            tv(ru.ru_utime), tv(ru.ru_stime));
+            tv(ru.ru_utime) - tv(ru0.ru_utime),
+            tv(ru.ru_stime) - tv(ru0.ru_stime));
     if (WIFSIGNALED(status))
         return 128 + WTERMSIG(status);
     return WEXITSTATUS(status);

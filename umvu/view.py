@@ -140,7 +140,19 @@ class View:
         if path is None:
             raise FileNotFoundError(argv[0])
         def spawn():
-            proc = self.tracer.spawn(path, argv, self.env, self.child_signals)
+            # a helper's chatter goes to stderr, and it reads nothing: the
+            # view's stdin and stdout belong to the user's command
+            saved = os.dup(0), os.dup(1)
+            null = os.open(os.devnull, os.O_RDONLY)
+            try:
+                os.dup2(null, 0)
+                os.dup2(2, 1)
+                proc = self.tracer.spawn(path, argv, self.env, self.child_signals)
+            finally:
+                os.dup2(saved[0], 0)
+                os.dup2(saved[1], 1)
+                for fd in (*saved, null):
+                    os.close(fd)
             proc.helper = True
             return proc
         if threading.current_thread() is threading.main_thread():
