@@ -53,9 +53,10 @@ E2FSCK = shutil.which("e2fsck") or "/usr/sbin/e2fsck"
 DEBUGFS = shutil.which("debugfs") or "/usr/sbin/debugfs"
 GCC = shutil.which("gcc") or shutil.which("cc")
 
-needs_fuse2fs = pytest.mark.skipif(
-    not (FUSE2FS and GCC and os.access(MKE2FS, os.X_OK)),
-    reason="needs fuse2fs, mke2fs and a C compiler")
+#: `make test` installs fuse2fs, e2fsprogs and gcc: their absence is a failure
+assert FUSE2FS and GCC and os.access(MKE2FS, os.X_OK), \
+    "fuse2fs, mke2fs and gcc are needed: run `make deps`"
+needs_fuse2fs = pytest.mark.usefixtures()
 
 UNKNOWN_INO = 0xFFFFFFFF        # libfuse 2 high-level readdir without ino
 BIG = 3 * 1024 * 1024
