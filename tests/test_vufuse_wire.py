@@ -56,7 +56,7 @@ GCC = shutil.which("gcc") or shutil.which("cc")
 #: `make test` installs fuse2fs, e2fsprogs and gcc: their absence is a failure
 assert FUSE2FS and GCC and os.access(MKE2FS, os.X_OK), \
     "fuse2fs, mke2fs and gcc are needed: run `make deps`"
-needs_fuse2fs = pytest.mark.usefixtures()
+
 
 UNKNOWN_INO = 0xFFFFFFFF        # libfuse 2 high-level readdir without ino
 BIG = 3 * 1024 * 1024
@@ -185,7 +185,6 @@ def errno_of(fn, *a, **k) -> int:
 # --------------------------------------------------------------------------
 # fuse2fs: reading
 
-@needs_fuse2fs
 def test_init_negotiates_with_the_daemon_minor(fs):
     c = fs.conn
     assert c.major == 7
@@ -199,7 +198,6 @@ def test_init_negotiates_with_the_daemon_minor(fs):
           f"max_write={c.max_write} max_readahead={c.max_readahead}")
 
 
-@needs_fuse2fs
 def test_getattr_root(fs, srctree):
     st = fs.ops.getattr("/")
     assert stat.S_ISDIR(st.st_mode)
@@ -245,12 +243,10 @@ def _walk_compare(ops, src: Path, rel: str):
             _walk_compare(ops, src / name, path)
 
 
-@needs_fuse2fs
 def test_readdir_listing_equals_source_tree(fs, srctree):
     _walk_compare(fs.ops, srctree, "/")
 
 
-@needs_fuse2fs
 def test_read_files_sha256(fs, srctree):
     for p in sorted(srctree.rglob("*")):
         if p.is_symlink() or not p.is_file():
@@ -262,7 +258,6 @@ def test_read_files_sha256(fs, srctree):
         assert sha(read_all(fs.ops, "/big.bin", chunk)) == want, chunk
 
 
-@needs_fuse2fs
 def test_read_offsets_and_eof(fs, srctree):
     data = (srctree / "big.bin").read_bytes()
     ops = fs.ops
@@ -275,7 +270,6 @@ def test_read_offsets_and_eof(fs, srctree):
         ops.release("/big.bin", fh)
 
 
-@needs_fuse2fs
 def test_readlink_and_errors(fs):
     ops = fs.ops
     assert ops.readlink("/link") == "hello.txt"
@@ -300,7 +294,6 @@ def test_readlink_and_errors(fs):
         ops.mkdir("/sub", 0o755)
 
 
-@needs_fuse2fs
 def test_lookup_cache_counts(fs):
     ops = fs.ops
     assert ops.cached("/sub/deeper") is None
@@ -316,7 +309,6 @@ def test_lookup_cache_counts(fs):
     assert ops.getattr("/sub/deeper/deep.bin").st_size == 10000
 
 
-@needs_fuse2fs
 def test_concurrent_requests(fs, srctree):
     ops = fs.ops
     files = ["/hello.txt", "/sub/inner.txt", "/sub/deeper/deep.bin",
@@ -343,7 +335,6 @@ def test_concurrent_requests(fs, srctree):
         (srctree / "big.bin").read_bytes())
 
 
-@needs_fuse2fs
 def test_tiny_cache_evicts_and_forgets(fs, srctree):
     small = wire.WireOperations(fs.conn, max_cached=3)
     _walk_compare(small, srctree, "/")
@@ -355,7 +346,6 @@ def test_tiny_cache_evicts_and_forgets(fs, srctree):
         e[0] for e in fs.ops.readdir("/sub")]
 
 
-@needs_fuse2fs
 def test_concurrent_namespace_changes(fs):
     """Creates, unlinks and renames racing with lookups (two path caches,
     one tiny): no node id is used after its FORGET, so the daemon (whose
@@ -418,7 +408,6 @@ def test_concurrent_namespace_changes(fs):
     assert fsck.returncode == 0, fsck.stdout.decode()
 
 
-@needs_fuse2fs
 def test_getattr_round_trip_time(fs):
     ops = fs.ops
     ops.getattr("/hello.txt")
@@ -439,7 +428,6 @@ def debugfs(img, cmd) -> str:
                           check=True).stdout.decode("utf-8", "replace")
 
 
-@needs_fuse2fs
 def test_writes_then_fsck_and_debugfs(fs, srctree):
     ops = fs.ops
     rnd = random.Random(7)
@@ -611,7 +599,6 @@ def test_writes_then_fsck_and_debugfs(fs, srctree):
     assert big == (srctree / "big.bin").read_bytes()[:1024 * 1024 + 5]
 
 
-@needs_fuse2fs
 def test_requests_carry_the_callers_credentials(fs):
     ops = fs.ops
     nobody = (65534, 65534, os.getpid())
@@ -629,7 +616,6 @@ def test_requests_carry_the_callers_credentials(fs):
 # --------------------------------------------------------------------------
 # connection failures
 
-@needs_fuse2fs
 def test_killed_daemon_gives_enotconn_quickly(fs):
     ops = fs.ops
     assert stat.S_ISDIR(ops.getattr("/").st_mode)
