@@ -40,6 +40,8 @@ U64 = (1 << 64) - 1
 DEFER = object()
 #: fast-path entry: the C core resumes the call by itself
 FAST_RESUME = (pc.FAST_RESUME, -1, -1, -1, -1, 0, -1, -1)
+#: per-thread flags the view gives the C core (set_thread_view)
+TF_CWD, TF_VFDS, TF_PYTHON = pc.TF_CWD, pc.TF_VFDS, pc.TF_PYTHON
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -209,6 +211,16 @@ class Tracer:
     def set_fast_info(self, info: dict[int, tuple]) -> None:
         """What the C core may decide alone at a seccomp stop, per number."""
         pc.set_fast_info(info)
+
+    def set_thread_view(self, tid: int, pid: int, flags: int, cwd: str, fds) -> None:
+        """What the C core must know of a thread to decide alone (TF_* flags,
+        cwd, the descriptors the view mirrors)."""
+        pc.set_thread(tid, pid, flags, cwd, fds)
+
+    def proc_is_virtual(self) -> None:
+        """Some process's /proc/PID/{cwd,fd,exe} now differ from the kernel's:
+        the C core sends such paths to Python from now on."""
+        pc.lib.umvu_proc_virtual = 1
 
     def set_mount_points(self, paths: list[str]) -> None:
         """Paths below which the C core must ask Python."""

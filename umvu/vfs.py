@@ -27,6 +27,7 @@ from .lowerview import LowerView, caller
 from .module import Answer, PathCall, Redirect
 from .pathwalk import MAGIC, Walker
 from .services import path_under as _under
+from .tracer import TF_CWD, TF_PYTHON, TF_VFDS
 
 log = logging.getLogger("umvu")
 
@@ -193,16 +194,16 @@ class Vfs:
             return
         flags = 0
         if any(_under(st.fs.cwd, m) for m in self.services.mount_points()):
-            flags |= pc.TF_CWD
+            flags |= TF_CWD
         if st.files.fds:
-            flags |= pc.TF_VFDS
+            flags |= TF_VFDS
         if st.fs.root != "/":
-            flags |= pc.TF_PYTHON
+            flags |= TF_PYTHON
         if flags or st.exe:
-            pc.lib.umvu_proc_virtual = 1
+            self.view.tracer.proc_is_virtual()
         fds = [fd for fd, _ in st.files]
         for tid in proc.threads:
-            pc.set_thread(tid, proc.pid, flags, st.fs.cwd, fds)
+            self.view.tracer.set_thread_view(tid, proc.pid, flags, st.fs.cwd, fds)
 
     def changed(self, st: ProcFs) -> None:
         """st's cwd, root or descriptors changed: re-sync all who share them."""
@@ -444,7 +445,7 @@ class Vfs:
             self._patch_on_exit(stop, name, final.meta)
         elif name in ("execve", "execveat"):
             stop.process.pending_exe = res.path
-            pc.lib.umvu_proc_virtual = 1    # before the C core meets /proc/self/exe
+            self.view.tracer.proc_is_virtual()  # before the C core meets /proc/self/exe
             return self._shebang(stop, st, sc, host, res.path)
         return None
 
