@@ -2,13 +2,18 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/prctl.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/ptrace.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -229,58 +234,160 @@ static unsigned long now_ns(void)
     return (unsigned long)ts.tv_sec * 1000000000UL + (unsigned long)ts.tv_nsec;
 }
 
-/* Poll for a while before sleeping: a tracer that sleeps is woken through an
- * idle CPU, which costs tens of microseconds per stop on a VM. */
-static int wait_any(int *status)
+/* What the loop sleeps on: SIGCHLD (a ptrace stop or a child's exit) through
+ * a signalfd, a poke from a worker through an eventfd, and the seccomp
+ * listeners of the view's process trees. */
+#define MAX_LISTENERS 64
+static int sigchld_fd = -1, poke_fd = -1;
+static int listeners[MAX_LISTENERS];
+static int nlisteners;
+static volatile int poked;
+
+/* SIGCHLD must be blocked in every thread for the signalfd to see it: call
+ * before the hypervisor starts any thread (children unblock it, umvu_spawn) */
+int umvu_wait_init(void)
 {
-    if (umvu_spin_ns) {
-        unsigned long end = now_ns() + umvu_spin_ns;
-        do {
-            int tid = waitpid(-1, status, __WALL | WNOHANG);
-            if (tid != 0)
-                return tid;
-        } while (now_ns() < end);
-    }
-    return waitpid(-1, status, __WALL);
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    if (sigprocmask(SIG_BLOCK, &chld, NULL) < 0)
+        return -errno;
+    sigchld_fd = signalfd(-1, &chld, SFD_NONBLOCK | SFD_CLOEXEC);
+    poke_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    return sigchld_fd < 0 || poke_fd < 0 ? -errno : 0;
 }
 
-int umvu_wait(struct umvu_event *ev)
+int umvu_add_listener(int fd)
 {
-    for (;;) {
-        int status;
-        int tid = wait_any(&status);
-        if (tid < 0)
-            return -errno;
-        if (!decode(tid, status, ev, 1))
-            return 0;
-    }
+    if (nlisteners == MAX_LISTENERS)
+        return -EMFILE;
+    listeners[nlisteners++] = fd;
+    return 0;
 }
 
-volatile int umvu_wake;
-
-/* Like umvu_wait, but for at most timeout_us, and returning -EAGAIN early
- * when a worker thread sets umvu_wake (it has finished a deferred call). */
-int umvu_wait_poll(struct umvu_event *ev, long timeout_us)
+void umvu_poke(void)
 {
-    unsigned long end = now_ns() + (unsigned long)timeout_us * 1000UL;
+    poked = 1;
+    uint64_t one = 1;
+    (void)!write(poke_fd, &one, sizeof one);
+}
+
+static void drain(int fd)
+{
+    char buf[sizeof(struct signalfd_siginfo) * 8];
+    while (read(fd, buf, sizeof buf) > 0)
+        ;
+}
+
+/* Take one notification from a listener poll found readable. Returns 0 with
+ * ev filled, or -1 when it went away meanwhile (its caller was killed). */
+static int recv_notif(int fd, struct umvu_event *ev)
+{
+    struct seccomp_notif n;
+    memset(&n, 0, sizeof n);
+    if (ioctl(fd, SECCOMP_IOCTL_NOTIF_RECV, &n) < 0)
+        return -1;
+    memset(ev, 0, sizeof *ev);
+    ev->kind = UMVU_EV_NOTIF;
+    ev->tid = (int)n.pid;
+    ev->status = fd;
+    ev->msg = n.id;
+    ev->nr = n.data.nr;
+    ev->arch = n.data.arch;
+    ev->ip = n.data.instruction_pointer;
+    memcpy(ev->args, n.data.args, sizeof ev->args);
+    return 0;
+}
+
+int umvu_notif_reply(int fd, unsigned long long id, long result, int cont)
+{
+    struct seccomp_notif_resp r = { .id = id };
+    if (cont)
+        r.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;
+    else if (result < 0 && result > -4096)
+        r.error = (int)result;
+    else
+        r.val = result;
+    return ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, &r) < 0 ? -errno : 0;
+}
+
+/* Sleep until something may have happened. Returns 1 with ev filled for a
+ * notification, 0 to look at waitpid again, -EAGAIN on timeout or poke. */
+static int sleep_for_events(struct umvu_event *ev, int timeout_ms)
+{
+    struct pollfd fds[2 + MAX_LISTENERS];
+    int n = 0;
+    fds[n++] = (struct pollfd){ .fd = sigchld_fd, .events = POLLIN };
+    fds[n++] = (struct pollfd){ .fd = poke_fd, .events = POLLIN };
+    for (int i = 0; i < nlisteners; i++)
+        fds[n++] = (struct pollfd){ .fd = listeners[i], .events = POLLIN };
+    int r = poll(fds, (nfds_t)n, timeout_ms);
+    if (r < 0)
+        return -errno;          /* EINTR: Python's signal handlers run */
+    if (r == 0)
+        return -EAGAIN;
+    if (fds[0].revents)
+        drain(sigchld_fd);
+    for (int i = 2; i < n; i++) {
+        if ((fds[i].revents & POLLIN) && recv_notif(fds[i].fd, ev) == 0)
+            return 1;
+    }
+    /* a listener whose processes are all gone reports POLLHUP: forget it */
+    for (int i = n - 1; i >= 2; i--) {
+        if ((fds[i].revents & (POLLHUP | POLLERR | POLLNVAL)) &&
+            !(fds[i].revents & POLLIN)) {
+            close(listeners[i - 2]);
+            listeners[i - 2] = listeners[--nlisteners];
+        }
+    }
+    if (fds[1].revents) {
+        drain(poke_fd);
+        poked = 0;
+        return -EAGAIN;
+    }
+    return 0;
+}
+
+int umvu_wait(struct umvu_event *ev, long timeout_us)
+{
+    unsigned long start = now_ns();
+    unsigned long spin_end = start + umvu_spin_ns;
+    unsigned long end = timeout_us < 0 ? 0 : start + (unsigned long)timeout_us * 1000UL;
     for (;;) {
         int status;
         int tid = waitpid(-1, &status, __WALL | WNOHANG);
-        if (tid < 0)
-            return -errno;
         if (tid > 0) {
             if (!decode(tid, status, ev, 1))
                 return 0;
+            /* handled here: a stop just happened, more may follow soon */
+            spin_end = now_ns() + umvu_spin_ns;
             continue;
         }
-        if (umvu_wake) {
-            umvu_wake = 0;
+        if (tid < 0 && errno != ECHILD)
+            return -errno;
+        if (tid < 0 && timeout_us < 0)
+            return -ECHILD;
+        if (poked) {
+            poked = 0;
+            drain(poke_fd);
             return -EAGAIN;
         }
-        if (now_ns() >= end)
-            return -EAGAIN;
-        struct timespec nap = { 0, 20000 };
-        nanosleep(&nap, NULL);
+        unsigned long now = now_ns();
+        /* a tracer that sleeps is woken through an idle CPU, which costs
+         * tens of microseconds per stop on a VM: poll a while first */
+        if (tid == 0 && now < spin_end)
+            continue;
+        int ms = -1;
+        if (end) {
+            if (now >= end)
+                return tid < 0 ? -ECHILD : -EAGAIN;
+            ms = (int)((end - now + 999999) / 1000000);
+        }
+        int r = sleep_for_events(ev, ms);
+        if (r == 1)
+            return 0;
+        if (r < 0)
+            return r == -EAGAIN && tid < 0 ? -ECHILD : r;
     }
 }
 
@@ -386,50 +493,119 @@ static void child_fail(const char *name, int err)
     _exit(err == ENOENT ? 127 : 126);
 }
 
-/* fork, let the parent PTRACE_SEIZE the child, install the seccomp filter in
- * the child and exec. Returns the child pid or -errno. */
+static int install(const void *filter, unsigned short len, unsigned long flags)
+{
+    struct sock_fprog prog = { len, (struct sock_filter *)filter };
+    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
+}
+
+static int send_fd(int sock, int fd)
+{
+    char byte = 0;
+    struct iovec iov = { &byte, 1 };
+    union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } u;
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+                          .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof fd);
+    return sendmsg(sock, &msg, 0) < 0 ? -errno : 0;
+}
+
+static int recv_fd(int sock)
+{
+    char byte;
+    struct iovec iov = { &byte, 1 };
+    union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } u;
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
+                          .msg_control = u.buf, .msg_controllen = sizeof u.buf };
+    ssize_t r;
+    do
+        r = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    while (r < 0 && errno == EINTR);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    if (r <= 0 || !c || c->cmsg_type != SCM_RIGHTS)
+        return -1;
+    int fd;
+    memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    return fd;
+}
+
+/* fork; the parent PTRACE_SEIZEs the child (when asked to); the child
+ * installs the notifying filter, hands its listener to the parent, installs
+ * the tracing filter (if any) and execs. Returns the child pid or -errno. */
 int umvu_spawn(const char *path, char *const argv[], char *const envp[],
+               const void *notif_filter, unsigned short notif_len,
                const void *filter, unsigned short filter_len,
                unsigned long ptrace_options, const int *default_sigs, int nsigs,
-               const char *display_name)
+               const char *display_name, int *listener)
 {
-    int go[2];
+    int go[2], sock[2];
+    *listener = -1;
     if (pipe2(go, O_CLOEXEC) < 0)
         return -errno;
+    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sock) < 0) {
+        int e = errno;
+        close(go[0]);
+        close(go[1]);
+        return -e;
+    }
     pid_t pid = fork();
     if (pid < 0) {
         int e = errno;
         close(go[0]);
         close(go[1]);
+        close(sock[0]);
+        close(sock[1]);
         return -e;
     }
     if (pid == 0) {
         char c;
         close(go[1]);
-        while (read(go[0], &c, 1) < 0 && errno == EINTR)
-            ;
-        close(go[0]);
+        close(sock[0]);
         for (int i = 0; i < nsigs; i++)
             signal(default_sigs[i], SIG_DFL);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        struct sock_fprog prog = { filter_len, (struct sock_filter *)filter };
         if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
             child_fail("prctl(NO_NEW_PRIVS)", errno);
-        if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) < 0)
+        /* killable once the hypervisor holds a notification: a signal
+         * must not make the call run twice */
+        int lfd = install(notif_filter, notif_len,
+                          SECCOMP_FILTER_FLAG_NEW_LISTENER |
+                          SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV);
+        if (lfd < 0)
+            child_fail("seccomp", errno);
+        int e = send_fd(sock[1], lfd);
+        if (e < 0)
+            child_fail("seccomp listener", -e);
+        close(lfd);
+        close(sock[1]);
+        while (read(go[0], &c, 1) < 0 && errno == EINTR)
+            ;                   /* the parent has seized us (if it would) */
+        close(go[0]);
+        if (filter_len && install(filter, filter_len, 0) < 0)
             child_fail("seccomp", errno);
         execve(path, argv, envp);
         child_fail(display_name, errno);
     }
     close(go[0]);
-    if (ptrace(PTRACE_SEIZE, pid, 0, (void *)ptrace_options) < 0) {
+    close(sock[1]);
+    *listener = recv_fd(sock[0]);  /* before seizing: the child may not stop */
+    close(sock[0]);
+    if (*listener >= 0 && ptrace_options &&
+        ptrace(PTRACE_SEIZE, pid, 0, (void *)ptrace_options) < 0) {
         int e = errno;
         kill(pid, SIGKILL);
         close(go[1]);
+        close(*listener);
+        *listener = -1;
         waitpid(pid, NULL, 0);
         return -e;
     }
-    close(go[1]);               /* child goes on to exec */
+    close(go[1]);               /* child goes on to exec (or has failed) */
     return pid;
 }

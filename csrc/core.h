@@ -23,6 +23,9 @@ struct umvu_regs {              /* same layout as struct user_regs_struct */
 #define UMVU_EV_EXITED       9  /* thread gone: status is the wait status     */
 #define UMVU_EV_VFORK_DONE   10
 #define UMVU_EV_JOURNAL_FULL 11 /* the event is handled; replay the journal */
+#define UMVU_EV_NOTIF        12 /* seccomp user notification: tid, nr, args,
+                                   ip, arch valid; msg = notification id,
+                                   status = the listener it came from      */
 
 #define UMVU_CLONE_VM    0x100
 #define UMVU_CLONE_VFORK 0x4000
@@ -95,9 +98,15 @@ extern int umvu_watch_pid;      /* its exit returns to Python...             */
 extern int umvu_wake_on_exits;  /* ...and every exit, while this is set      */
 
 unsigned long umvu_clone_flags(int tid);
-int umvu_wait(struct umvu_event *ev);
-int umvu_wait_poll(struct umvu_event *ev, long timeout_us);
-extern volatile int umvu_wake;  /* set by a worker: a deferred call is done */
+/* Wait for the next event: a ptrace stop or exit, a seccomp notification on
+ * one of the listeners, or a poke. timeout_us < 0: no timeout. -EAGAIN on a
+ * timeout or a poke, -ECHILD when no child is left. */
+int umvu_wait(struct umvu_event *ev, long timeout_us);
+void umvu_poke(void);           /* from a worker: a deferred call is done */
+int umvu_wait_init(void);       /* once, before any other thread exists */
+int umvu_add_listener(int fd);
+/* answer a notification: cont = let the kernel run the call */
+int umvu_notif_reply(int fd, unsigned long long id, long result, int cont);
 int umvu_wait_tid(int tid, struct umvu_event *ev);
 long umvu_ptrace(int req, int tid, unsigned long addr, unsigned long data);
 int umvu_getregs(int tid, struct umvu_regs *regs);
@@ -106,7 +115,11 @@ int umvu_set_result(int tid, long result);    /* skip the call at a seccomp stop
 long umvu_read(int tid, unsigned long addr, void *buf, unsigned long len);
 long umvu_write(int tid, unsigned long addr, const void *buf, unsigned long len);
 long umvu_read_str(int tid, unsigned long addr, char *buf, unsigned long max);
+/* notif_filter is installed first, with a listener (returned in *listener);
+ * then filter, if filter_len; the child is PTRACE_SEIZEd only if
+ * ptrace_options is not 0 */
 int umvu_spawn(const char *path, char *const argv[], char *const envp[],
+               const void *notif_filter, unsigned short notif_len,
                const void *filter, unsigned short filter_len,
                unsigned long ptrace_options, const int *default_sigs, int nsigs,
-               const char *display_name);
+               const char *display_name, int *listener);

@@ -10,7 +10,7 @@ import shutil
 import signal
 import sys
 
-from . import __version__
+from . import __version__, control
 
 EPILOG = """\
 examples:
@@ -129,6 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     if path is None:
         print(f"umvu: {command[0]}: command not found", file=sys.stderr)
         return 127
+
+    info = control.get_info()
+    if info is not None:
+        # one tracer per process: this view's hypervisor will have to trace
+        # these processes as soon as a module is loaded
+        print(f"umvu: already inside a view (hypervisor {info['serverid']}); "
+              "one view cannot hold another", file=sys.stderr)
+        return 2
 
     from .view import View          # the C extension loads here
     view = View(args.viewname)

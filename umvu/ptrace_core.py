@@ -38,6 +38,7 @@ EV_SIGNAL = lib.UMVU_EV_SIGNAL
 EV_EXITED = lib.UMVU_EV_EXITED
 EV_VFORK_DONE = lib.UMVU_EV_VFORK_DONE
 EV_JOURNAL_FULL = lib.UMVU_EV_JOURNAL_FULL
+EV_NOTIF = lib.UMVU_EV_NOTIF
 
 FAST_PYTHON = lib.UMVU_FAST_PYTHON
 FAST_RESUME = lib.UMVU_FAST_RESUME
@@ -135,8 +136,10 @@ def set_thread(tid: int, tgid: int, flags: int, cwd: str, fds=()) -> None:
                               ffi.new("int[]", list(fds) or [0]), len(fds)))
 
 
-def spawn(path: str, argv: list[str], env: dict[str, str], bpf: bytes,
-          default_signals: list[int]) -> int:
+def spawn(path: str, argv: list[str], env: dict[str, str], notif_bpf: bytes,
+          bpf: bytes | None, default_signals: list[int]) -> tuple[int, int]:
+    """Start a process of the view: notif_bpf (with a listener), then bpf
+    if given, traced from its first instruction. Returns (pid, listener)."""
     keep = []
 
     def cstrings(items):
@@ -151,6 +154,10 @@ def spawn(path: str, argv: list[str], env: dict[str, str], bpf: bytes,
     c_argv = cstrings(argv)
     c_env = cstrings([f"{k}={v}" for k, v in env.items()])
     sigs = ffi.new("int[]", default_signals or [0])
-    return check(lib.umvu_spawn(os.fsencode(path), c_argv, c_env, bpf,
-                                len(bpf) // 8, OPTIONS, sigs,
-                                len(default_signals), os.fsencode(argv[0])))
+    listener = ffi.new("int *")
+    bpf = bpf or b""
+    pid = check(lib.umvu_spawn(os.fsencode(path), c_argv, c_env,
+                               notif_bpf, len(notif_bpf) // 8, bpf, len(bpf) // 8,
+                               OPTIONS if bpf else 0, sigs, len(default_signals),
+                               os.fsencode(argv[0]), listener))
+    return pid, listener[0]

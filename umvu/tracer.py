@@ -35,6 +35,7 @@ SECCOMP_FILTER_FLAG_TSYNC = 1
 CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_THREAD = 0x100, 0x200, 0x400, 0x10000
 CLONE_VFORK = 0x4000
 U64 = (1 << 64) - 1
+PR_SET_CHILD_SUBREAPER = 36
 #: returned by handler.on_syscall: the thread stays stopped; a worker will
 #: answer through Tracer.post()
 DEFER = object()
@@ -79,22 +80,18 @@ class Thread:
         self.listening = False          # parked in a group stop
         self.exit_hook = None           # (hook, saved arg registers)
         self.interrupted = False        # we sent PTRACE_INTERRUPT
+        self.traced = True              # PTRACE_SEIZEd (see Tracer.attach_all)
 
 
 ARG_REGS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 
 
-class SyscallStop:
-    """One trapped call, handed to the handler while the thread is stopped.
+class TrappedCall:
+    """What every trapped call offers its handler: number, arguments and
+    the caller's memory."""
 
-    The handler may change arguments (set_arg, with strings placed by
-    scratch) and ask to see the result (on_exit); the tracer then resumes
-    to the exit stop, calls the hook and puts the registers back, since the
-    syscall ABI promises the caller that they survive the call.
-    """
-
-    __slots__ = ("thread", "nr", "args", "ip", "sp", "data", "arch",
-                 "new_args", "exit_hook", "_scratch", "tracer")
+    __slots__ = ("thread", "nr", "args", "ip", "data", "arch", "new_args",
+                 "exit_hook", "tracer")
 
     def __init__(self, tracer, thread: Thread, ev):
         self.tracer = tracer
@@ -102,12 +99,9 @@ class SyscallStop:
         self.nr = ev.nr
         self.args = tuple(ev.args)
         self.ip = ev.ip
-        self.sp = ev.sp
-        self.data = ev.ret_data
         self.arch = ev.arch
         self.new_args: dict[int, int] = {}
         self.exit_hook = None
-        self._scratch = ev.sp - 128     # below the red zone, grows down
 
     @property
     def tid(self) -> int:
@@ -125,6 +119,38 @@ class SyscallStop:
 
     def write(self, addr: int, data: bytes) -> None:
         pc.write(self.tid, addr, data)
+
+
+class NotifiedCall(TrappedCall):
+    """A call of the notifying filter (mount family, control calls): the
+    caller waits in the kernel, not in a ptrace stop, so it can only be
+    answered with a value or let run (None)."""
+
+    __slots__ = ("listener", "id")
+
+    def __init__(self, tracer, thread: Thread, ev):
+        super().__init__(tracer, thread, ev)
+        self.data = seccomp_filter.data_of(ev.arch, ev.nr)
+        self.listener = ev.status
+        self.id = ev.msg
+
+
+class SyscallStop(TrappedCall):
+    """One trapped call, handed to the handler while the thread is stopped.
+
+    The handler may change arguments (set_arg, with strings placed by
+    scratch) and ask to see the result (on_exit); the tracer then resumes
+    to the exit stop, calls the hook and puts the registers back, since the
+    syscall ABI promises the caller that they survive the call.
+    """
+
+    __slots__ = ("sp", "_scratch")
+
+    def __init__(self, tracer, thread: Thread, ev):
+        super().__init__(tracer, thread, ev)
+        self.sp = ev.sp
+        self.data = ev.ret_data
+        self._scratch = ev.sp - 128     # below the red zone, grows down
 
     def scratch(self, data: bytes) -> int:
         """Copy data into the tracee's stack, below the red zone."""
@@ -153,8 +179,7 @@ class Tracer:
         self.handler = handler
         self.threads: dict[int, Thread] = {}
         self.processes: dict[int, Process] = {}
-        self.filters: list[bytes] = []
-        self.trapped: frozenset[int] = frozenset()
+        self.filters: list[bytes] = []          # the tracing ones, by level
         # poll before sleeping in waitpid: a stop wakes a sleeping tracer
         # through an idle CPU, tens of microseconds on a VM; trap-heavy work
         # ran 2-3x faster with 50 us here (docs/performance.md)
@@ -162,6 +187,18 @@ class Tracer:
         # what happened to threads before their creator's clone event was
         # seen (waitpid reports in no particular order): tid -> [(kind, item)]
         self._early: dict[int, list] = {}
+        # exits of unknown tids: a thread that died before its clone event,
+        # or (far more often) a process never traced; bounded
+        self._early_exits: dict[int, tuple] = {}
+        #: True once the view's processes are ptraced (attach_all); before,
+        #: only the notifying filter watches them
+        self.attached = False
+        self.notifying = seccomp_filter.notifying()
+        self.trapped = seccomp_filter.trapped_numbers()    # what it traps
+        # the view stays our descendants, so that attach_all finds it and
+        # umvu waits for daemons, and SIGCHLD wakes the loop (umvu_wait)
+        pc.check(pc.lib.umvu_wait_init())
+        _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         self._event = pc.new_event()
         self.on_trace = None                    # callable(stop, result) for --trace
         self.current_thread: Thread | None = None   # the one in on_syscall
@@ -173,7 +210,8 @@ class Tracer:
     def describe(self) -> str:
         """The tables, for a person debugging a stuck view."""
         early = {tid: [kind for kind, _ in items] for tid, items in self._early.items()}
-        return (f"processes={sorted(self.processes)} threads={sorted(self.threads)} "
+        return (f"attached={self.attached} "
+                f"processes={sorted(self.processes)} threads={sorted(self.threads)} "
                 f"early={early} deferred={self.deferred} "
                 f"fast_events={pc.lib.umvu_fast_events} level={self.level} "
                 f"levels={[(p.pid, p.level) for p in self.processes.values()]}")
@@ -191,10 +229,12 @@ class Tracer:
         caller of on_syscall after it answers; every other process is
         interrupted now so it cannot run on with the old filter.
         """
-        if self.filters and trapped <= self.trapped:
+        if trapped <= self.trapped:
             return
         self.trapped = trapped | self.trapped
         self.filters.append(seccomp_filter.build(self.trapped))
+        if not self.attached:
+            self.attach_all()
         current = self.current_thread
         for proc in self.processes.values():
             if proc.level < self.level and (current is None
@@ -237,13 +277,48 @@ class Tracer:
     # ---- starting processes ---------------------------------------------
     def spawn(self, path: str, argv: list[str], env: dict[str, str],
               default_signals: list[int]) -> Process:
-        if not self.filters:
-            self.set_trapped(seccomp_filter.trapped_numbers())
-        pid = pc.spawn(path, argv, env, self.filters[-1], default_signals)
+        bpf = self.filters[-1] if self.attached else None
+        pid, listener = pc.spawn(path, argv, env, self.notifying, bpf,
+                                 default_signals)
+        if listener >= 0:
+            pc.check(pc.lib.umvu_add_listener(listener))
         proc = Process(pid, None, self.level)
-        self._add_thread(pid, proc)
+        self._add_thread(pid, proc).traced = self.attached
         self.processes[pid] = proc
+        self._update_fast_events()
         return proc
+
+    def attach_all(self) -> None:
+        """The first filter that needs ptrace: seize every process of the
+        view (our descendants: we are their subreaper) and every thread.
+        Repeat until a round finds nobody new, since the unseized fork on.
+        Each is then interrupted by set_trapped and filtered at its stop."""
+        self.attached = True
+        failed: set[int] = set()
+        while True:
+            found = [(pid, ppid, tid) for pid, ppid in _descendants(os.getpid())
+                     for tid in _tasks(pid)
+                     if tid not in failed and not (
+                         tid in self.threads and self.threads[tid].traced)]
+            if not found:
+                break
+            for pid, ppid, tid in found:
+                err = pc.try_ptrace(PTRACE_SEIZE, tid, 0, pc.OPTIONS)
+                if err < 0:
+                    failed.add(tid)
+                    if err != -errno.ESRCH and not _is_dead(tid):
+                        log.error("cannot trace %d (%s): it stays outside the "
+                                  "view", tid, os.strerror(-err))
+                    continue
+                thread = self.threads.get(tid)
+                if thread is None:
+                    proc = self.processes.get(pid)
+                    if proc is None:
+                        proc = Process(pid, self.processes.get(ppid), -1)
+                        self.processes[pid] = proc
+                    thread = self._add_thread(tid, proc)
+                thread.traced = True
+        log.debug("attached: %s", self.describe())
 
     def _add_thread(self, tid: int, proc: Process) -> Thread:
         thread = Thread(tid, proc)
@@ -260,10 +335,8 @@ class Tracer:
         while not until():
             pc.lib.umvu_wake_on_exits = int(watch is None or watch.exited)
             pc.lib.umvu_early_pending = 1 if self._early else 0
-            if self.deferred or self.busy_workers():
-                ret = pc.lib.umvu_wait_poll(ev, 2000)
-            else:
-                ret = pc.lib.umvu_wait(ev)
+            timeout = 2000 if self.deferred or self.busy_workers() else -1
+            ret = pc.lib.umvu_wait(ev, timeout)
             with self.lock:
                 self._replay()
                 self._complete_deferred()
@@ -281,14 +354,14 @@ class Tracer:
     def post(self, stop: "SyscallStop", result) -> None:
         """From a worker: the deferred stop is answered (see DEFER)."""
         self.completions.put((stop, result))
-        pc.lib.umvu_wake = 1
+        pc.lib.umvu_poke()
 
     def call_soon(self, func, *args) -> "queue.SimpleQueue":
         """From a worker: run func on the tracer's thread (ptrace requests
         belong to it). Returns a queue that will receive (result, error)."""
         reply = queue.SimpleQueue()
         self.completions.put((None, (func, args, reply)))
-        pc.lib.umvu_wake = 1
+        pc.lib.umvu_poke()
         return reply
 
     def _complete_deferred(self) -> None:
@@ -302,7 +375,9 @@ class Tracer:
                     reply.put((None, exc))
                 continue
             self.deferred -= 1
-            if self.threads.get(stop.tid) is stop.thread:
+            if isinstance(stop, NotifiedCall):
+                self._reply(stop, result)
+            elif self.threads.get(stop.tid) is stop.thread:
                 self._finish(stop, result)
 
     def _replay(self) -> None:
@@ -320,7 +395,9 @@ class Tracer:
     def _apply(self, entry) -> None:
         kind, tid, msg, flags, status = entry
         thread = self.threads.get(tid)
-        if thread is None:
+        if thread is None and kind == pc.EV_EXITED:
+            self._early_exit(tid, ("journal", entry))
+        elif thread is None:
             self._early.setdefault(tid, []).append(("journal", entry))
         elif kind == pc.EV_CLONE:
             self._run_early(self._record_clone(thread, msg, flags))
@@ -336,12 +413,21 @@ class Tracer:
             else:
                 self._dispatch(item)
 
+    def _early_exit(self, tid: int, item) -> None:
+        if len(self._early_exits) > 4096:
+            del self._early_exits[next(iter(self._early_exits))]
+        self._early_exits[tid] = item
+
     def _dispatch(self, ev) -> None:
         tid = ev.tid
-        thread = self.threads.get(tid)
         kind = ev.kind
+        if kind == pc.EV_NOTIF:
+            self._on_notif(ev)
+            return
+        thread = self.threads.get(tid)
         if thread is None:
             if kind == pc.EV_EXITED:
+                self._early_exit(tid, ("event", _copy_event(ev)))
                 return
             # a new child may stop before its parent reports the clone
             self._early.setdefault(tid, []).append(("event", _copy_event(ev)))
@@ -374,6 +460,24 @@ class Tracer:
             self.deferred += 1          # stays stopped until post()
             return
         self._finish(stop, result)
+
+    def _on_notif(self, ev) -> None:
+        thread = self.threads.get(ev.tid) or _stranger(ev.tid)
+        call = NotifiedCall(self, thread, ev)
+        result = self.handler.on_syscall(call)
+        if result is DEFER:
+            self.deferred += 1
+            return
+        self._reply(call, result)
+
+    def _reply(self, call: NotifiedCall, result) -> None:
+        if self.on_trace is not None:
+            self.on_trace(call, result)
+        err = pc.lib.umvu_notif_reply(call.listener, call.id,
+                                      0 if result is None else result,
+                                      int(result is None))
+        if err < 0 and err != -errno.ENOENT:    # ENOENT: the caller is gone
+            log.error("notification reply to %d: %s", call.tid, os.strerror(-err))
 
     def _finish(self, stop: "SyscallStop", result) -> None:
         """Answer (or let run) a trapped call and resume its thread."""
@@ -455,7 +559,10 @@ class Tracer:
             self.handler.on_new_process(parent, proc, flags)
         else:
             self.handler.on_new_thread(proc, child_tid)
-        return self._early.pop(child_tid, [])
+        early = self._early.pop(child_tid, [])
+        if child_tid in self._early_exits:
+            early.append(self._early_exits.pop(child_tid))
+        return early
 
     def _on_exec(self, thread: Thread, former_tid: int) -> None:
         thread = self._record_exec(thread, former_tid)
@@ -647,3 +754,63 @@ def _copy_event(ev) -> _SavedEvent:
         value = getattr(ev, name)
         setattr(saved, name, tuple(value) if name == "args" else value)
     return saved
+
+
+PTRACE_SEIZE = 0x4206
+
+
+def _descendants(root: int) -> list[tuple[int, int]]:
+    """(pid, ppid) of every process below root, parents first, from the
+    ppid fields of /proc (the kernel's children files are not always built)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(name))
+    found, todo = [], [root]
+    while todo:
+        parent = todo.pop()
+        for pid in children.get(parent, ()):
+            found.append((pid, parent))
+            todo.append(pid)
+    return found
+
+
+def _tasks(pid: int) -> list[int]:
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []
+
+
+def _is_dead(tid: int) -> bool:
+    """A zombie (or gone): PTRACE_SEIZE refuses it with EPERM."""
+    try:
+        with open(f"/proc/{tid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    return stat[stat.rindex(b")") + 2:][:1] in (b"Z", b"X")
+
+
+def _stranger(tid: int) -> Thread:
+    """A caller the tracer does not trace (before attach_all, or one that
+    another tracer holds): a Thread of a Process of its own, in no table."""
+    pid = tid
+    try:
+        with open(f"/proc/{tid}/status") as f:
+            for line in f:
+                if line.startswith("Tgid:"):
+                    pid = int(line.split()[1])
+                    break
+    except OSError:
+        pass
+    thread = Thread(tid, Process(pid, None, -1))
+    thread.traced = False
+    return thread

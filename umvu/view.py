@@ -185,7 +185,10 @@ class View:
         shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     def only_helpers_left(self) -> bool:
-        return all(p.helper for p in self.tracer.processes.values())
+        # before attach_all the tracer knows only the processes it started:
+        # the view ends when umvu has no child left (see Tracer.run)
+        return self.tracer.attached and all(
+            p.helper for p in self.tracer.processes.values())
 
     def _defer(self, stop):
         def work():
