@@ -295,6 +295,7 @@ class Tracer:
         Each is then interrupted by set_trapped and filtered at its stop."""
         self.attached = True
         failed: set[int] = set()
+        refused: list[str] = []
         while True:
             found = [(pid, ppid, tid) for pid, ppid in _descendants(os.getpid())
                      for tid in _tasks(pid)
@@ -307,8 +308,7 @@ class Tracer:
                 if err < 0:
                     failed.add(tid)
                     if err != -errno.ESRCH and not _is_dead(tid):
-                        log.error("cannot trace %d (%s): it stays outside the "
-                                  "view", tid, os.strerror(-err))
+                        refused.append(f"{tid} ({os.strerror(-err)})")
                     continue
                 thread = self.threads.get(tid)
                 if thread is None:
@@ -318,6 +318,9 @@ class Tracer:
                         self.processes[pid] = proc
                     thread = self._add_thread(tid, proc)
                 thread.traced = True
+        if refused:
+            log.error("cannot trace %s (another tracer?): outside the view",
+                      ", ".join(refused))
         log.debug("attached: %s", self.describe())
 
     def _add_thread(self, tid: int, proc: Process) -> Thread:
