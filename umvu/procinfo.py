@@ -1,4 +1,4 @@
-"""What modules may want to know of a calling process, from /proc."""
+"""What the tracer and modules want to know of a process, from /proc."""
 
 from __future__ import annotations
 
@@ -11,6 +11,46 @@ def status(pid: int) -> dict[str, str]:
             return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
     except OSError:
         return {}
+
+
+def tgid(tid: int) -> int:
+    """The process a thread belongs to (tid itself if it is gone)."""
+    return int(status(tid).get("Tgid", tid))
+
+
+def is_dead(tid: int) -> bool:
+    """A zombie, or gone (PTRACE_SEIZE refuses a zombie with EPERM)."""
+    return status(tid).get("State", "X")[:1] in ("Z", "X")
+
+
+def tasks(pid: int) -> list[int]:
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        return []
+
+
+def descendants(root: int) -> list[tuple[int, int]]:
+    """(pid, ppid) of every process below root, parents first, from the
+    ppid fields of /proc (the kernel's children files are not always built)."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+        children.setdefault(ppid, []).append(int(name))
+    found, todo = [], [root]
+    while todo:
+        parent = todo.pop()
+        for pid in children.get(parent, ()):
+            found.append((pid, parent))
+            todo.append(pid)
+    return found
 
 
 def fs_ids(pid: int) -> tuple[int, int]:

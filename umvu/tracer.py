@@ -22,7 +22,7 @@ import signal
 import struct
 
 from . import ptrace_core as pc
-from . import seccomp_filter, syscall_table
+from . import procinfo, seccomp_filter, syscall_table
 
 log = logging.getLogger("umvu.tracer")
 
@@ -297,8 +297,8 @@ class Tracer:
         failed: set[int] = set()
         refused: list[str] = []
         while True:
-            found = [(pid, ppid, tid) for pid, ppid in _descendants(os.getpid())
-                     for tid in _tasks(pid)
+            found = [(pid, ppid, tid) for pid, ppid in procinfo.descendants(os.getpid())
+                     for tid in procinfo.tasks(pid)
                      if tid not in failed and not (
                          tid in self.threads and self.threads[tid].traced)]
             if not found:
@@ -307,7 +307,7 @@ class Tracer:
                 err = pc.try_ptrace(PTRACE_SEIZE, tid, 0, pc.OPTIONS)
                 if err < 0:
                     failed.add(tid)
-                    if err != -errno.ESRCH and not _is_dead(tid):
+                    if err != -errno.ESRCH and not procinfo.is_dead(tid):
                         refused.append(f"{tid} ({os.strerror(-err)})")
                     continue
                 thread = self.threads.get(tid)
@@ -759,61 +759,13 @@ def _copy_event(ev) -> _SavedEvent:
     return saved
 
 
+
 PTRACE_SEIZE = 0x4206
-
-
-def _descendants(root: int) -> list[tuple[int, int]]:
-    """(pid, ppid) of every process below root, parents first, from the
-    ppid fields of /proc (the kernel's children files are not always built)."""
-    children: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
-        children.setdefault(ppid, []).append(int(name))
-    found, todo = [], [root]
-    while todo:
-        parent = todo.pop()
-        for pid in children.get(parent, ()):
-            found.append((pid, parent))
-            todo.append(pid)
-    return found
-
-
-def _tasks(pid: int) -> list[int]:
-    try:
-        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-    except OSError:
-        return []
-
-
-def _is_dead(tid: int) -> bool:
-    """A zombie (or gone): PTRACE_SEIZE refuses it with EPERM."""
-    try:
-        with open(f"/proc/{tid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return True
-    return stat[stat.rindex(b")") + 2:][:1] in (b"Z", b"X")
 
 
 def _stranger(tid: int) -> Thread:
     """A caller the tracer does not trace (before attach_all, or one that
     another tracer holds): a Thread of a Process of its own, in no table."""
-    pid = tid
-    try:
-        with open(f"/proc/{tid}/status") as f:
-            for line in f:
-                if line.startswith("Tgid:"):
-                    pid = int(line.split()[1])
-                    break
-    except OSError:
-        pass
-    thread = Thread(tid, Process(pid, None, -1))
+    thread = Thread(tid, Process(procinfo.tgid(tid), None, -1))
     thread.traced = False
     return thread
