@@ -257,10 +257,18 @@ int umvu_wait_init(void)
     return sigchld_fd < 0 || poke_fd < 0 ? -errno : 0;
 }
 
+#ifndef SECCOMP_IOCTL_NOTIF_SET_FLAGS
+#define SECCOMP_IOCTL_NOTIF_SET_FLAGS SECCOMP_IOW(4, __u64)
+#endif
+#define SYNC_WAKE_UP 1UL        /* SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP, 6.6+ */
+
 int umvu_add_listener(int fd)
 {
     if (nlisteners == MAX_LISTENERS)
         return -EMFILE;
+    /* the caller and the hypervisor take turns: wake it on our CPU rather
+     * than through an idle one (older kernels refuse; it only costs time) */
+    (void)ioctl(fd, SECCOMP_IOCTL_NOTIF_SET_FLAGS, SYNC_WAKE_UP);
     listeners[nlisteners++] = fd;
     return 0;
 }
