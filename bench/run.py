@@ -534,7 +534,7 @@ def mem_line(vname, m):
     def pair(d):
         return f"{d.get('VmRSS', '?')} / {d.get('VmHWM', '?')}" if d else "-"
     s = (f"{vname:<20} {m['processes']} procs: outside {pair(m.get('outside'))}"
-         f"  (traced sleeps seen: {m.get('traced_sleeps', '?')})")
+         f"  (sleeps in the view: {m.get('sleeps', '?')}, traced: {m.get('traced_sleeps', '?')})")
     if "after" in m:
         s += (f"; inside via $UMVU_PID: idle {pair(m.get('before'))}, "
               f"{m['processes']} procs {pair(m.get('after'))}")

@@ -53,11 +53,22 @@ class View:
         self.tracer.busy_workers = lambda: self._working > 0
         self.env: dict = dict(os.environ)        # for processes the view starts
         self.child_signals: list = []
-        self.tmpdir = tempfile.mkdtemp(prefix="umvu-")
+        self._tmpdir: str | None = None
         self.vfs = Vfs(self)
         self.services.add(ProcMounts(self))
 
     # ---- public to modules -------------------------------------------------
+    @property
+    def tmpdir(self) -> str:
+        """The view's own directory (placeholders, sockets), made when first
+        needed: a view that loads nothing leaves nothing behind."""
+        if self._tmpdir is None:
+            self._tmpdir = tempfile.mkdtemp(prefix="umvu-")
+        return self._tmpdir
+
+    def _own(self, path: str) -> bool:
+        return self._tmpdir is not None and path_under(path, self._tmpdir)
+
     def process_state(self, proc, module: Module):
         if module.name not in proc.data:
             proc.data[module.name] = module.new_state(proc.pid)
@@ -182,7 +193,8 @@ class View:
         self.tracer.run()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-        shutil.rmtree(self.tmpdir, ignore_errors=True)
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
 
     def only_helpers_left(self) -> bool:
         # before attach_all the tracer knows only the processes it started:
@@ -395,7 +407,7 @@ class View:
             return None         # the kernel decides (EPERM unless privileged)
         self.answered_by = module.name
         target = self.resolve(stop.process, self._opt_str(stop, stop.args[1]))
-        if path_under(target, self.tmpdir) and fstype.startswith(module.name):
+        if self._own(target) and fstype.startswith(module.name):
             raise OSError(errno.EBUSY, "the hypervisor's own directory")
         flags = stop.args[3] & 0xffffffff
         options = self._opt_str(stop, stop.args[4])
@@ -439,7 +451,7 @@ class View:
         if self.services.at(target) is None and not stop.args[1] & UMOUNT_NOFOLLOW:
             target = self.resolve(stop.process, path, follow=True)
         service = self.services.at(target)
-        if service is None and path_under(target, self.tmpdir):
+        if service is None and self._own(target):
             return 0                # a helper leaving one of the view's own dirs
         if service is None or service.module is None:
             return None
