@@ -51,14 +51,17 @@ class Walker:
     def service_for(self, path: str, before: float):
         return self.services.for_path(path, before)
 
-    def lstat(self, path: str, before: float) -> os.stat_result:
-        service = self.service_for(path, before)
+    def lstat(self, path: str, before: float, service=False) -> os.stat_result:
+        """lstat in the view (service: the one for_path gave, if known)."""
+        if service is False:
+            service = self.service_for(path, before)
         if service is None:
             return os.lstat(path)
         return service.lstat(path)
 
-    def readlink(self, path: str, before: float, pid: int) -> str:
-        service = self.service_for(path, before)
+    def readlink(self, path: str, before: float, pid: int, service=False) -> str:
+        if service is False:
+            service = self.service_for(path, before)
         if service is not None:
             return service.readlink(path)
         if path == "/proc/self":
@@ -106,7 +109,7 @@ class Walker:
                         links += 1
                         cur = self._follow(target, root, parts)
                         continue
-                st = self.lstat(nxt, before)
+                st = self.lstat(nxt, before, service)
             except OSError as exc:
                 if last and exc.errno == errno.ENOENT:
                     cur = nxt
@@ -117,7 +120,7 @@ class Walker:
                 if links > MAXSYMLINKS or no_symlinks:
                     return Resolved(nxt, service, True, errno.ELOOP)
                 try:
-                    target = self.readlink(nxt, before, pid)
+                    target = self.readlink(nxt, before, pid, service)
                 except OSError as exc:
                     return Resolved(nxt, service, touched, exc.errno)
                 if KERNEL_OBJECT.match(target) and nxt.startswith("/proc/"):
@@ -133,9 +136,8 @@ class Walker:
             if not last and not stat.S_ISDIR(st.st_mode):
                 return Resolved(nxt, service, touched, errno.ENOTDIR)
             cur = nxt
-        return Resolved(cur, self.service_for(cur, before), touched or
-                        self.service_for(cur, before) is not None,
-                        0, trailing)
+        service = self.service_for(cur, before)
+        return Resolved(cur, service, touched or service is not None, 0, trailing)
 
     @staticmethod
     def _follow(target: str, root: str, parts: list, base: str = "/") -> str:

@@ -15,12 +15,12 @@ def status(pid: int) -> dict[str, str]:
 
 def tgid(tid: int) -> int:
     """The process a thread belongs to (tid itself if it is gone)."""
-    return int(status(tid).get("Tgid", tid))
+    return int(fields(tid, "Tgid").get("Tgid", tid))
 
 
 def is_dead(tid: int) -> bool:
     """A zombie, or gone (PTRACE_SEIZE refuses a zombie with EPERM)."""
-    return status(tid).get("State", "X")[:1] in ("Z", "X")
+    return fields(tid, "State").get("State", "X")[:1] in ("Z", "X")
 
 
 def tasks(pid: int) -> list[int]:
@@ -53,18 +53,44 @@ def descendants(root: int) -> list[tuple[int, int]]:
     return found
 
 
+def fields(pid: int, *names: str) -> dict[str, str]:
+    """Only these fields of /proc/PID/status: a root hypervisor asks for
+    credentials at every file call it does for a process, and parsing the
+    whole file cost more than the rest of the call."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            data = f.read()
+    except OSError:
+        return {}
+    found = {}
+    for name in names:
+        key = b"\n" + name.encode() + b":\t"
+        start = data.find(key)
+        if start >= 0:
+            start += len(key)
+            found[name] = data[start:data.find(b"\n", start)].decode()
+    return found
+
+
+def fs_creds(pid: int) -> tuple[int, int, list[int]]:
+    """The (fsuid, fsgid, groups) the kernel checks the process's file
+    access with."""
+    st = fields(pid, "Uid", "Gid", "Groups")
+    try:
+        return (int(st["Uid"].split()[3]), int(st["Gid"].split()[3]),
+                [int(g) for g in st.get("Groups", "").split()])
+    except (KeyError, IndexError, ValueError):
+        return os.getuid(), os.getgid(), os.getgroups()
+
+
 def fs_ids(pid: int) -> tuple[int, int]:
     """The (fsuid, fsgid) the kernel checks the process's file access with."""
-    st = status(pid)
-    try:
-        return int(st["Uid"].split()[3]), int(st["Gid"].split()[3])
-    except (KeyError, IndexError, ValueError):
-        return os.getuid(), os.getgid()
+    return fs_creds(pid)[:2]
 
 
 def umask(pid: int) -> int:
     try:
-        return int(status(pid)["Umask"], 8)
+        return int(fields(pid, "Umask")["Umask"], 8)
     except (KeyError, ValueError):
         return 0o022
 
@@ -93,10 +119,6 @@ def _syscall(nr: int, *args) -> int:
 SYS_SETFSUID, SYS_SETFSGID, SYS_SETGROUPS = 122, 123, 116
 
 
-def groups(pid: int) -> list[int]:
-    return [int(g) for g in status(pid).get("Groups", "").split()]
-
-
 class acting_as:
     """Do file work with the calling process's file-system credentials.
 
@@ -114,11 +136,10 @@ class acting_as:
     def __enter__(self):
         if os.geteuid() != 0 or not self.pid:
             return self
-        uid, gid = fs_ids(self.pid)
+        uid, gid, groups_of = fs_creds(self.pid)
         if (uid, gid) == (0, 0):
             return self
         import ctypes
-        groups_of = groups(self.pid)
         arr = (ctypes.c_uint * max(len(groups_of), 1))(*groups_of)
         _syscall(SYS_SETGROUPS, len(groups_of), arr)     # this thread only
         _syscall(SYS_SETFSGID, gid)

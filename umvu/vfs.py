@@ -438,6 +438,13 @@ class Vfs:
         host = final.path
         if res.trailing_slash and not host.endswith("/"):
             host += "/"
+        if host == path and not (final.listing or final.meta or final.trap_fd) \
+                and name not in ("execve", "execveat"):
+            # the caller's own absolute, canonical string (a bind onto
+            # itself, a cow file not copied up): the kernel runs it as it
+            # is, without a rewrite and its exit stop, and the descriptor
+            # needs no mirror (its path in /proc is the view's)
+            return None
         self._rewrite(stop, pidx, host, atidx)
         if op == "open":
             self._track_open(stop, st, res, flags, final)
