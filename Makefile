@@ -39,7 +39,10 @@ deps:
 		fi; \
 	fi
 
+# byte-compiled up front: with PYTHONDONTWRITEBYTECODE set (CI, some
+# shells) every umvu start-up would compile the package again
 venv: deps $(VENV)/.installed
+	@$(VENV)/bin/python -m compileall -q umvu modules
 
 $(VENV)/.installed: pyproject.toml setup.py csrc/*.c csrc/*.h csrc/build_core.py
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)

@@ -11,6 +11,7 @@ after sys.path, so the copy wins). Workloads never see that path.
 
 from __future__ import annotations
 
+import compileall
 import hashlib
 import importlib.util
 import os
@@ -48,6 +49,9 @@ def make(dest: Path, venv_bin: str) -> tuple[str, str]:
     if (lib / "umvu" / "modules").exists():
         shutil.rmtree(lib / "umvu" / "modules")
     shutil.copytree(mods, lib / "umvu" / "modules", ignore=IGNORE)
+    # byte-compile now: with PYTHONDONTWRITEBYTECODE set every start-up
+    # would compile the whole package again
+    compileall.compile_dir(str(lib), quiet=1)
     bindir = dest / "bin"
     bindir.mkdir()
     for entry in os.scandir(venv_bin):

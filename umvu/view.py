@@ -21,7 +21,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from . import control, loader, seccomp_filter, syscall_table
+from . import control, seccomp_filter, syscall_table
 from .lowerview import LowerView
 from .module import Call, Module, PathService, Service, WouldBlock
 from .procmounts import ProcMounts
@@ -290,6 +290,7 @@ class View:
     def insmod(self, name: str, permanent: bool = False) -> int:
         if name in self.modules:
             return -errno.EEXIST
+        from . import loader        # not before a module is loaded: start-up
         try:
             cls = loader.find(name)
             module = cls(self)
