@@ -524,6 +524,34 @@ def test_cow_checks_the_callers_permissions(vu, cow_tree):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs a root session")
+def test_cow_checks_permissions_after_dropping_them_in_process(vu, cow_tree):
+    """A root session remembers whose rights a process has between calls:
+    a process that worked as root in the cow view, then dropped to 65534
+    without an exec, is checked as 65534 from its very next call."""
+    top, lower, cow, _ = cow_tree
+    res = vu("""\
+        vu_insmod vufs
+        vumount -t vufs -o cow $T/cow $T/lower || echo MOUNT-FAILED
+        cd $T/lower
+        python3 -c '
+import os
+os.stat("f2"); open("f1").read()           # as root, through the view
+os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)
+for what, do in (("rm", lambda: os.unlink("f2")), ("write", lambda: open("f1", "a")),
+                 ("mkdir", lambda: os.mkdir("newd"))):
+    try:
+        do()
+        print(what, "allowed")
+    except PermissionError:
+        print(what, "denied")
+'
+        ls f2 > /dev/null; echo "still=$?"
+        """, env={"T": top})
+    assert res.lines == ["rm denied", "write denied", "mkdir denied", "still=0"], res
+    assert not os.path.exists(f"{cow}/.-/f2"), res
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a root session")
 def test_cow_chown_by_unprivileged_process_cannot_steal_a_file(vu, cow_tree):
     """A process that dropped to 65534 in a root session must not gain
     access to root's 0600 file by chown-ing it in a cow view: chown of a

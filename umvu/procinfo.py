@@ -72,15 +72,38 @@ def fields(pid: int, *names: str) -> dict[str, str]:
     return found
 
 
+#: pid -> fs_creds, while the view traps every call that changes them and
+#: says so (watch_creds / forget_creds)
+_creds: dict[int, tuple[int, int, list[int]]] | None = None
+
+
+def watch_creds() -> None:
+    """From now on the caller tells forget_creds of every credential change
+    (set*id, setgroups, capset, exec, exit): fs_creds may remember."""
+    global _creds
+    if _creds is None:
+        _creds = {}
+
+
+def forget_creds(pid: int) -> None:
+    if _creds is not None:
+        _creds.pop(pid, None)
+
+
 def fs_creds(pid: int) -> tuple[int, int, list[int]]:
     """The (fsuid, fsgid, groups) the kernel checks the process's file
     access with."""
+    if _creds is not None and pid in _creds:
+        return _creds[pid]
     st = fields(pid, "Uid", "Gid", "Groups")
     try:
-        return (int(st["Uid"].split()[3]), int(st["Gid"].split()[3]),
-                [int(g) for g in st.get("Groups", "").split()])
+        creds = (int(st["Uid"].split()[3]), int(st["Gid"].split()[3]),
+                 [int(g) for g in st.get("Groups", "").split()])
     except (KeyError, IndexError, ValueError):
         return os.getuid(), os.getgid(), os.getgroups()
+    if _creds is not None:
+        _creds[pid] = creds
+    return creds
 
 
 def fs_ids(pid: int) -> tuple[int, int]:

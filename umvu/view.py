@@ -21,7 +21,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from . import control, seccomp_filter, syscall_table
+from . import control, procinfo, seccomp_filter, syscall_table
 from .lowerview import LowerView
 from .module import Call, Module, PathService, Service, WouldBlock
 from .procmounts import ProcMounts
@@ -32,6 +32,11 @@ from .vfs import Vfs
 log = logging.getLogger("umvu")
 NR_MOUNT = syscall_table.NR["mount"]
 NR_UMOUNT2 = syscall_table.NR["umount2"]
+#: calls that change a process's credentials: a root hypervisor traps them
+#: so that it may remember whose rights its file work borrows (procinfo)
+CRED_CHANGERS = ("setuid", "setgid", "setreuid", "setregid", "setresuid",
+                 "setresgid", "setfsuid", "setfsgid", "setgroups", "capset")
+CRED_NRS = frozenset(syscall_table.NR[n] for n in CRED_CHANGERS)
 MNT_FORCE, MNT_DETACH, UMOUNT_NOFOLLOW = 1, 2, 8
 
 
@@ -97,6 +102,7 @@ class View:
                 child.data[name] = module.fork_state(state, flags)
 
     def on_exec(self, proc) -> None:
+        procinfo.forget_creds(proc.pid)
         self.vfs.on_exec(proc)
         for name in list(proc.data):
             module = self.modules.get(name)
@@ -104,6 +110,7 @@ class View:
                 proc.data[name] = module.exec_state(proc.data[name])
 
     def on_exit(self, proc) -> None:
+        procinfo.forget_creds(proc.pid)
         proc.data.clear()
 
     # ---- waiting: worker threads ------------------------------------------
@@ -230,6 +237,8 @@ class View:
                 return self._control(stop)
             if stop.data == seccomp_filter.DATA_OTHER_ABI:
                 return None
+            if nr in CRED_NRS:
+                procinfo.forget_creds(stop.process.pid)
             if nr == NR_MOUNT:
                 return self._mount(stop)
             if nr == NR_UMOUNT2:
@@ -343,6 +352,9 @@ class View:
             names.update(module.syscalls)
         if "path" in families:
             names.update(self.vfs.ALWAYS)
+        if families and os.geteuid() == 0:
+            names.update(CRED_CHANGERS)
+            procinfo.watch_creds()
         self.tracer.set_trapped(seccomp_filter.trapped_numbers(families, names))
         self._update_fast("path" in families)
 
@@ -350,7 +362,7 @@ class View:
         """Tell the C core which trapped calls it may let through alone."""
         info = {}
         for nr in self.tracer.trapped:
-            if nr in self.handlers or nr in (NR_MOUNT, NR_UMOUNT2):
+            if nr in self.handlers or nr in (NR_MOUNT, NR_UMOUNT2) or nr in CRED_NRS:
                 continue                    # a module or the mount table answers
             if vfs_active and nr in self.vfs.handlers:
                 entry = self.vfs.fast_entry(nr)
