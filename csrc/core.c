@@ -170,6 +170,10 @@ static int decode(int tid, int status, struct umvu_event *ev, int fast)
     if (WIFEXITED(status) || WIFSIGNALED(status)) {
         ev->kind = UMVU_EV_EXITED;
     } else if (WSTOPSIG(status) == (SIGTRAP | 0x80)) {
+        if (fast && umvu_fast_restore(tid)) {
+            ptrace(PTRACE_CONT, tid, 0, 0);
+            return 1;
+        }
         ev->kind = UMVU_EV_SYSCALL_EXIT;     /* refined by get_info */
         get_info(tid, ev);
         return 0;
@@ -183,10 +187,17 @@ static int decode(int tid, int status, struct umvu_event *ev, int fast)
         case PTRACE_EVENT_SECCOMP:
             ev->kind = UMVU_EV_SECCOMP;
             get_info(tid, ev);
-            if (fast && umvu_fast_decide(tid, ev->nr, ev->args)) {
-                umvu_fast_resumed++;
-                ptrace(PTRACE_CONT, tid, 0, 0);
-                return 1;
+            if (fast) {
+                int verdict = umvu_fast_decide(tid, ev->nr, ev->args);
+                if (verdict == 2 && umvu_fast_rewrite(tid, ev->sp) == 0) {
+                    ptrace(PTRACE_SYSCALL, tid, 0, 0);  /* to the exit stop */
+                    return 1;
+                }
+                if (verdict == 1) {
+                    umvu_fast_resumed++;
+                    ptrace(PTRACE_CONT, tid, 0, 0);
+                    return 1;
+                }
             }
             return 0;
         case PTRACE_EVENT_FORK:

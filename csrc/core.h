@@ -62,6 +62,8 @@ struct umvu_event {
 #define UMVU_FOLLOW_O 3         /* unless O_NOFOLLOW in follow_arg            */
 struct umvu_nrinfo {
     signed char kind, path, at, path2, at2, follow, follow_arg, empty;
+    signed char rewrite;        /* a path below a rewritable mount may be
+                                   rewritten to its host path by the C core */
 };
 extern struct umvu_nrinfo umvu_nrinfo[512];
 
@@ -70,14 +72,24 @@ extern struct umvu_nrinfo umvu_nrinfo[512];
 #define UMVU_TF_VFDS 2          /* the fd table holds virtual descriptors      */
                                 /* (which ones: the list of umvu_set_thread)   */
 #define UMVU_TF_PYTHON 4        /* always ask Python (chroot...)               */
+#define UMVU_TF_NOMAP 8         /* its rights differ from the hypervisor's: no */
+                                /* walk below a bind in C (umvu_set_mounts)    */
 extern int umvu_proc_virtual;
 extern unsigned long umvu_fast_resumed, umvu_fast_paths, umvu_fast_fds;
 
 int umvu_set_thread(int tid, int tgid, int flags, const char *cwd,
                     const int *low, int nlow);
 void umvu_forget_thread(int tid);
-int umvu_set_mounts(char **paths, int n);
+/* mount points in mount order; sources[i]: the host directory a path below
+ * paths[i] stands for (a plain bind), or NULL: Python answers below it */
+int umvu_set_mounts(char **paths, char **sources, int n);
+/* at a seccomp stop: 0 ask Python, 1 resume, 2 rewrite (umvu_fast_rewrite) */
 int umvu_fast_decide(int tid, long nr, const unsigned long *args);
+/* after umvu_fast_decide said 2: point the argument at the host path; the
+ * thread is resumed to its exit stop, where umvu_fast_restore puts the
+ * registers back. Return 0 when done (else: ask Python). */
+int umvu_fast_rewrite(int tid, unsigned long sp);
+int umvu_fast_restore(int tid);
 extern unsigned long umvu_spin_ns;        /* poll this long before sleeping */
 
 /* Process events handled in C while umvu_fast_events is set (no filter

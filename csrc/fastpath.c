@@ -5,11 +5,18 @@
  * be crossed, the thread is unknown, its cwd or descriptors are virtual, the
  * path is odd) it answers "ask Python". Python keeps the tables here in step
  * with the view: mount points, and per thread its process id, flags and cwd.
+ *
+ * Below a plain bind mount (a host directory standing for the mount point,
+ * nothing else to decide) the walk goes on in the host directory, and a call
+ * that does not open a descriptor is rewritten to the host path here: the
+ * path is written below the tracee's stack, the argument register pointed at
+ * it, and put back at the call's exit stop.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +37,9 @@ struct thread_entry {
     int nlow;                       /* descriptors the view mirrors */
     int low[LOWFDS];
     char *cwd;
+    int pending;                    /* rewritten: registers to put back */
+    signed char preg[2];
+    unsigned long psave[2];
 };
 
 struct umvu_nrinfo umvu_nrinfo[UMVU_NR_MAX];
@@ -42,7 +52,12 @@ static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct thread_entry threads[TABLE_SIZE];
 static char **mounts;
 static size_t *mount_len;
+static char **sources;              /* per mount: host directory, or NULL */
 static int nmounts;
+
+/* what fast_decide said to rewrite: argument, its dirfd, the host path */
+static int rw_arg, rw_at;
+static char rw_path[UMVU_PATH_MAX + 1];
 
 static unsigned slot(int tid)
 {
@@ -84,6 +99,7 @@ static int set_thread(int tid, int tgid, int flags, const char *cwd,
             return -ENOSPC;
         e = &threads[i];
         e->cwd = NULL;
+        e->pending = 0;
     }
     char *copy = strdup(cwd);
     if (!copy)
@@ -114,47 +130,87 @@ void umvu_forget_thread(int tid)
     pthread_mutex_unlock(&table_lock);
 }
 
-static int set_mounts(char **paths, int n);
+static int set_mounts(char **paths, char **srcs, int n);
 
-int umvu_set_mounts(char **paths, int n)
+int umvu_set_mounts(char **paths, char **srcs, int n)
 {
     pthread_mutex_lock(&table_lock);
-    int r = set_mounts(paths, n);
+    int r = set_mounts(paths, srcs, n);
     pthread_mutex_unlock(&table_lock);
     return r;
 }
 
-static int set_mounts(char **paths, int n)
+static int set_mounts(char **paths, char **srcs, int n)
 {
-    for (int i = 0; i < nmounts; i++)
+    for (int i = 0; i < nmounts; i++) {
         free(mounts[i]);
+        free(sources[i]);
+    }
     free(mounts);
     free(mount_len);
+    free(sources);
     mounts = calloc((size_t)n + 1, sizeof *mounts);
     mount_len = calloc((size_t)n + 1, sizeof *mount_len);
-    if (!mounts || !mount_len) {
+    sources = calloc((size_t)n + 1, sizeof *sources);
+    if (!mounts || !mount_len || !sources) {
         nmounts = 0;
         return -ENOMEM;
     }
     for (int i = 0; i < n; i++) {
         mounts[i] = strdup(paths[i]);
         mount_len[i] = strlen(paths[i]);
+        sources[i] = srcs[i] ? strdup(srcs[i]) : NULL;
     }
     nmounts = n;
     return 0;
 }
 
+static int covers(int i, const char *path, size_t len)
+{
+    size_t m = mount_len[i];
+    if (m == 1 && mounts[i][0] == '/')
+        return 1;
+    return len >= m && memcmp(path, mounts[i], m) == 0 &&
+           (path[m] == '/' || path[m] == '\0');
+}
+
+/* The newest mount whose mount point is path or above it, or -1. */
+static int covering(const char *path, size_t len)
+{
+    for (int i = nmounts - 1; i >= 0; i--)
+        if (covers(i, path, len))
+            return i;
+    return -1;
+}
+
 /* Is path (canonical, absolute) a mount point or below one? */
 static int under_mount(const char *path, size_t len)
 {
-    for (int i = 0; i < nmounts; i++) {
-        size_t m = mount_len[i];
-        if (m == 1 && mounts[i][0] == '/')
+    return covering(path, len) >= 0;
+}
+
+static int is_mount_point(const char *path)
+{
+    for (int i = 0; i < nmounts; i++)
+        if (strcmp(path, mounts[i]) == 0)
             return 1;
-        if (len >= m && memcmp(path, mounts[i], m) == 0 &&
-            (path[m] == '/' || path[m] == '\0'))
-            return 1;
-    }
+    return 0;
+}
+
+/* The host path of a view path below mount m (m < 0: the path itself).
+ * -1: too long, or in /proc (whose self links are the caller's). */
+static int host_of(int m, const char *view, char *out, size_t size)
+{
+    const char *rel = m < 0 ? view : mount_len[m] == 1 ? view : view + mount_len[m];
+    const char *src = m < 0 ? "" : sources[m];
+    if (m >= 0 && strcmp(src, "/") == 0)
+        src = "";
+    int n = *rel ? snprintf(out, size, "%s%s", src, rel)
+                 : snprintf(out, size, "%s", *src ? src : "/");
+    if (n < 0 || (size_t)n >= size)
+        return -1;
+    if (m >= 0 && strncmp(out, "/proc", 5) == 0 && (out[5] == '/' || !out[5]))
+        return -1;
     return 0;
 }
 
@@ -201,14 +257,38 @@ static void walk_pop(struct walk *w)
     w->cur[w->len] = '\0';
 }
 
-/* 1: the kernel resolves `path` exactly as the view would and reaches
- * nothing virtual; 0: ask Python. */
-static int path_is_plain(const struct thread_entry *t, int dirfd, const char *path,
-                         int follow_last)
+/* The end of a walk: 1 when the kernel, given the caller's own string,
+ * reaches what the view would; 2 (host set) when it must be given host;
+ * 0 ask Python. */
+static int walk_end(int mapped, const char *view, const char *path, char *host)
+{
+    if (proc_special(view))
+        return 0;
+    if (!mapped)
+        return 1;
+    if (is_mount_point(view))
+        return 0;                   /* EBUSY, EEXIST...: Python knows why */
+    if (host_of(covering(view, strlen(view)), view, host, UMVU_PATH_MAX) < 0)
+        return 0;
+    size_t n = strlen(path), h = strlen(host);
+    if (n > 1 && path[n - 1] == '/' && host[h - 1] != '/') {
+        if (h + 2 > UMVU_PATH_MAX)
+            return 0;
+        strcpy(host + h, "/");
+    }
+    return strcmp(host, path) == 0 ? 1 : 2;
+}
+
+/* Walk `path` as the view would. 1: the kernel resolves it exactly so and
+ * reaches nothing virtual; 2: the same holds for the host path written to
+ * host (below plain bind mounts); 0: ask Python. */
+static int path_decide(const struct thread_entry *t, int dirfd, const char *path,
+                       int follow_last, char *host)
 {
     struct walk w;
-    char todo[2 * UMVU_PATH_MAX], link[UMVU_PATH_MAX];
+    char todo[2 * UMVU_PATH_MAX], link[UMVU_PATH_MAX], real[UMVU_PATH_MAX];
     size_t plen = strlen(path);
+    int mapped = 0;                 /* a component lay below a bind */
 
     if (plen == 0 || plen >= UMVU_PATH_MAX)
         return 0;
@@ -260,9 +340,18 @@ static int path_is_plain(const struct thread_entry *t, int dirfd, const char *pa
         }
         if (walk_push(&w, rest, n) < 0)
             return 0;
-        if (under_mount(w.cur, w.len) || proc_special(w.cur))
+        int m = covering(w.cur, w.len);
+        if ((m >= 0 && (!sources[m] || (t->flags & UMVU_TF_NOMAP))) ||
+            proc_special(w.cur))
             return 0;
-        if (strcmp(w.cur, "/proc/self") == 0 || strcmp(w.cur, "/proc/thread-self") == 0) {
+        const char *at = w.cur;     /* where the host has this component */
+        if (m >= 0) {
+            if (host_of(m, w.cur, real, sizeof real) < 0)
+                return 0;
+            at = real;
+            mapped = 1;
+        } else if (strcmp(w.cur, "/proc/self") == 0 ||
+                   strcmp(w.cur, "/proc/thread-self") == 0) {
             /* the hypervisor's /proc/self is not the tracee's */
             w.len = (size_t)snprintf(w.cur, sizeof w.cur, "/proc/%d", t->tgid);
             rest = next;
@@ -271,7 +360,7 @@ static int path_is_plain(const struct thread_entry *t, int dirfd, const char *pa
         if (last && !follow_last && !trailing)
             break;
         struct stat st;
-        if (lstat(w.cur, &st) < 0) {
+        if (lstat(at, &st) < 0) {
             if (errno != ENOENT)
                 return 0;
             /* the rest does not exist: a mount point could still lie below */
@@ -280,14 +369,15 @@ static int path_is_plain(const struct thread_entry *t, int dirfd, const char *pa
                     (p == next || p[-1] == '/'))
                     return 0;
             char full[3 * UMVU_PATH_MAX];
-            int m = snprintf(full, sizeof full, "%s%s", w.cur, next);
-            return m > 0 && (size_t)m < sizeof full && !under_mount(full, (size_t)m) &&
-                   !proc_special(full);
+            int k = snprintf(full, sizeof full, "%s%s", w.cur, next);
+            if (k <= 0 || (size_t)k >= UMVU_PATH_MAX || covering(full, (size_t)k) != m)
+                return 0;
+            return walk_end(mapped, full, path, host);
         }
         if (S_ISLNK(st.st_mode)) {
             if (++links > MAXSYMLINKS)
                 return 0;
-            ssize_t l = readlink(w.cur, link, sizeof link - 1);
+            ssize_t l = readlink(at, link, sizeof link - 1);
             if (l <= 0)
                 return 0;
             link[l] = '\0';
@@ -305,10 +395,10 @@ static int path_is_plain(const struct thread_entry *t, int dirfd, const char *pa
             continue;
         }
         if (!last && !S_ISDIR(st.st_mode))
-            return 1;               /* ENOTDIR, from the kernel too */
+            return !mapped;         /* ENOTDIR, from the kernel too */
         rest = next;
     }
-    return !proc_special(w.cur);
+    return walk_end(mapped, w.cur, path, host);
 }
 
 /* A descriptor the view does not mirror: the kernel's answer is the view's. */
@@ -353,6 +443,7 @@ static int fast_decide(int tid, long nr, const unsigned long *args)
         return 1;
     }
     int paths[2][2] = { { info->path, info->at }, { info->path2, info->at2 } };
+    int verdict = 1;
     for (int i = 0; i < 2; i++) {
         int pi = paths[i][0], ai = paths[i][1];
         if (pi < 0)
@@ -384,9 +475,83 @@ static int fast_decide(int tid, long nr, const unsigned long *args)
             follow = !(args[info->follow_arg] & 0x100);
         else if (info->follow == UMVU_FOLLOW_O)
             follow = !(args[info->follow_arg] & 0400000);
-        if (!path_is_plain(t, dirfd, path, follow))
+        int r = path_decide(t, dirfd, path, follow, rw_path);
+        if (r == 2 && (!info->rewrite || info->path2 >= 0))
+            return 0;           /* opens and two-path calls: Python's */
+        if (r != 1 && r != 2)
             return 0;
+        if (r == 2) {
+            rw_arg = pi;
+            rw_at = ai;
+            verdict = 2;
+        }
     }
     umvu_fast_paths++;
+    return verdict;
+}
+
+static const size_t ARG_OFF[6] = {
+    offsetof(struct umvu_regs, rdi), offsetof(struct umvu_regs, rsi),
+    offsetof(struct umvu_regs, rdx), offsetof(struct umvu_regs, r10),
+    offsetof(struct umvu_regs, r8), offsetof(struct umvu_regs, r9),
+};
+
+static unsigned long *reg(struct umvu_regs *r, int i)
+{
+    return (unsigned long *)((char *)r + ARG_OFF[i]);
+}
+
+int umvu_fast_rewrite(int tid, unsigned long sp)
+{
+    size_t len = strlen(rw_path) + 1;
+    unsigned long addr = (sp - 128 - len) & ~15UL;   /* below the red zone */
+    struct umvu_regs regs;
+    if (umvu_write(tid, addr, rw_path, len) != (long)len || umvu_getregs(tid, &regs) < 0)
+        return -1;
+    pthread_mutex_lock(&table_lock);
+    struct thread_entry *e = lookup(tid);
+    if (e) {
+        e->pending = 1 + (rw_at >= 0);
+        e->preg[0] = (signed char)rw_arg;
+        e->psave[0] = *reg(&regs, rw_arg);
+        *reg(&regs, rw_arg) = addr;
+        if (rw_at >= 0) {
+            e->preg[1] = (signed char)rw_at;
+            e->psave[1] = *reg(&regs, rw_at);
+            *reg(&regs, rw_at) = (unsigned long)(long)UMVU_AT_FDCWD;
+        }
+    }
+    pthread_mutex_unlock(&table_lock);
+    if (!e || umvu_setregs(tid, &regs) < 0) {
+        if (e)
+            e->pending = 0;
+        return -1;
+    }
+    return 0;
+}
+
+/* At a syscall-exit stop: put back what umvu_fast_rewrite changed (the
+ * syscall ABI promises the caller its argument registers). 1: done. */
+int umvu_fast_restore(int tid)
+{
+    pthread_mutex_lock(&table_lock);
+    struct thread_entry *e = lookup(tid);
+    int n = e ? e->pending : 0;
+    signed char which[2] = { 0, 0 };
+    unsigned long saved[2] = { 0, 0 };
+    if (n) {
+        memcpy(which, e->preg, sizeof which);
+        memcpy(saved, e->psave, sizeof saved);
+        e->pending = 0;
+    }
+    pthread_mutex_unlock(&table_lock);
+    if (!n)
+        return 0;
+    struct umvu_regs regs;
+    if (umvu_getregs(tid, &regs) < 0)
+        return 1;                   /* gone */
+    for (int i = 0; i < n; i++)
+        *reg(&regs, which[i]) = saved[i];
+    umvu_setregs(tid, &regs);
     return 1;
 }

@@ -269,6 +269,12 @@ class PathService(Service):
     def attach(self) -> None:
         """Called when mounted, once `lower` is set; raise OSError to refuse."""
 
+    def host_dir(self) -> str | None:
+        """The host directory this mount stands for, if every call below it
+        just goes there, unchanged but for the prefix (a plain bind): the C
+        core then walks and rewrites paths below it without asking."""
+        return None
+
 
 class ServedFile:
     """An open file whose data the service serves itself (no host file).

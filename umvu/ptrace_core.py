@@ -51,6 +51,7 @@ FOLLOW_O = lib.UMVU_FOLLOW_O
 TF_CWD = lib.UMVU_TF_CWD
 TF_VFDS = lib.UMVU_TF_VFDS
 TF_PYTHON = lib.UMVU_TF_PYTHON
+TF_NOMAP = lib.UMVU_TF_NOMAP
 NR_MAX = lib.UMVU_NR_MAX
 
 
@@ -114,19 +115,22 @@ def read_str(tid: int, addr: int, limit: int = 4096) -> bytes:
 
 def set_fast_info(info: dict[int, tuple]) -> None:
     """Per-syscall fast-path entries: nr -> (kind, path, at, path2, at2,
-    follow, follow_arg, empty); numbers not given go to Python."""
+    follow, follow_arg, empty, rewrite); numbers not given go to Python."""
     table = lib.umvu_nrinfo
     for nr in range(NR_MAX):
-        entry = info.get(nr, (FAST_PYTHON, -1, -1, -1, -1, 0, -1, -1))
+        entry = info.get(nr, (FAST_PYTHON, -1, -1, -1, -1, 0, -1, -1, 0))
         (table[nr].kind, table[nr].path, table[nr].at, table[nr].path2,
          table[nr].at2, table[nr].follow, table[nr].follow_arg,
-         table[nr].empty) = entry
+         table[nr].empty, table[nr].rewrite) = entry
 
 
-def set_mounts(paths: list[str]) -> None:
-    keep = [ffi.new("char[]", os.fsencode(p)) for p in paths]
+def set_mounts(mounts: list[tuple[str, str | None]]) -> None:
+    """(mount point, host directory it stands for or None), mount order."""
+    keep = [ffi.new("char[]", os.fsencode(t)) for t, _ in mounts]
+    srcs = [ffi.new("char[]", os.fsencode(s)) if s else ffi.NULL for _, s in mounts]
     arr = ffi.new("char *[]", keep + [ffi.NULL])
-    check(lib.umvu_set_mounts(arr, len(paths)))
+    src_arr = ffi.new("char *[]", srcs + [ffi.NULL])
+    check(lib.umvu_set_mounts(arr, src_arr, len(mounts)))
 
 
 def set_thread(tid: int, tgid: int, flags: int, cwd: str, fds=()) -> None:

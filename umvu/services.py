@@ -43,6 +43,21 @@ class ServiceTable:
         if service in self._paths:
             self._paths.remove(service)
 
+    def host_dirs(self) -> list[tuple[str, str | None]]:
+        """(mount point, host directory the C core may rewrite to) in mount
+        order. Only where no older mount lies at, above or below that
+        directory: paths there are the older services' to answer."""
+        table = []
+        for i, s in enumerate(self._paths):
+            if s.module is None:
+                continue
+            host = s.host_dir()
+            if host and any(path_under(host, o.target) or path_under(o.target, host)
+                            for o in self._paths[:i]):
+                host = None
+            table.append((s.target, host))
+        return table
+
     def mount_points(self) -> list[str]:
         """Where path services are mounted (the view's own ones excluded)."""
         return [s.target for s in self._paths if s.module is not None]

@@ -40,9 +40,9 @@ PR_SET_CHILD_SUBREAPER = 36
 #: answer through Tracer.post()
 DEFER = object()
 #: fast-path entry: the C core resumes the call by itself
-FAST_RESUME = (pc.FAST_RESUME, -1, -1, -1, -1, 0, -1, -1)
+FAST_RESUME = (pc.FAST_RESUME, -1, -1, -1, -1, 0, -1, -1, 0)
 #: per-thread flags the view gives the C core (set_thread_view)
-TF_CWD, TF_VFDS, TF_PYTHON = pc.TF_CWD, pc.TF_VFDS, pc.TF_PYTHON
+TF_CWD, TF_VFDS, TF_PYTHON, TF_NOMAP = pc.TF_CWD, pc.TF_VFDS, pc.TF_PYTHON, pc.TF_NOMAP
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -262,9 +262,10 @@ class Tracer:
         the C core sends such paths to Python from now on."""
         pc.lib.umvu_proc_virtual = 1
 
-    def set_mount_points(self, paths: list[str]) -> None:
-        """Paths below which the C core must ask Python."""
-        pc.set_mounts(paths)
+    def set_mount_points(self, mounts: list[tuple[str, str | None]]) -> None:
+        """Paths below which the C core must ask Python, unless the host
+        directory given with one stands for it (a plain bind)."""
+        pc.set_mounts(mounts)
 
     def _interrupt(self, proc: Process) -> None:
         for thread in proc.threads.values():

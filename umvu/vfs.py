@@ -21,13 +21,13 @@ import struct
 
 from . import ptrace_core as pc
 from . import syscall_table
-from . import served, structs
+from . import procinfo, served, structs
 from .fsstate import FdTable, OpenFile, ProcFs
 from .lowerview import LowerView, caller
 from .module import Answer, PathCall, Redirect
 from .pathwalk import MAGIC, Walker
 from .services import path_under as _under
-from .tracer import TF_CWD, TF_PYTHON, TF_VFDS
+from .tracer import TF_CWD, TF_NOMAP, TF_PYTHON, TF_VFDS
 
 log = logging.getLogger("umvu")
 
@@ -199,6 +199,9 @@ class Vfs:
             flags |= TF_VFDS
         if st.fs.root != "/":
             flags |= TF_PYTHON
+        if os.geteuid() == 0 and (getattr(proc, "creds_changed", False) or
+                                  procinfo.fs_creds(proc.pid)[:2] != (0, 0)):
+            flags |= TF_NOMAP       # the C core's walk would lend it root's rights
         if flags or st.exe:
             self.view.tracer.proc_is_virtual()
         fds = [fd for fd, _ in st.files]
@@ -243,8 +246,12 @@ class Vfs:
             kind, _, arg = sc.nofollow.partition(":")
             follow, follow_arg = (pc.FOLLOW_AT if kind == "at" else pc.FOLLOW_O), int(arg)
         none = lambda v: -1 if v is None else v  # noqa: E731
+        # below a plain bind the C core may rewrite the path itself, but not
+        # of a call that opens a descriptor (the view mirrors those)
+        rewrite = int(path2 is None and OPS.get(sc.name) not in (None, "open")
+                      and sc.name != "openat2")
         return (pc.FAST_PATH, none(path), none(at), none(path2), none(at2),
-                follow, follow_arg, none(sc.empty))
+                follow, follow_arg, none(sc.empty), rewrite)
 
     def _magic(self, pid: int, kind: str) -> str | None:
         """/proc/PID/{cwd,root,exe,fd/N} as the view sees them, when the

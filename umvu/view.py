@@ -239,6 +239,8 @@ class View:
                 return None
             if nr in CRED_NRS:
                 procinfo.forget_creds(stop.process.pid)
+                stop.process.creds_changed = True   # the C core walks no more
+                self.vfs.sync(stop.process)
             if nr == NR_MOUNT:
                 return self._mount(stop)
             if nr == NR_UMOUNT2:
@@ -373,7 +375,7 @@ class View:
         self.tracer.set_fast_info(info)
 
     def _mounts_changed(self) -> None:
-        self.tracer.set_mount_points(self.services.mount_points())
+        self.tracer.set_mount_points(self.services.host_dirs())
         self.vfs.sync_all()
 
     def _lsmod(self, stop, buf: int, size: int) -> int:

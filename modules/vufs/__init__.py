@@ -55,6 +55,11 @@ class VufsService(PathService):
                 raise OSError(exc.errno, f"vufs: {self.target}: {exc.strerror}")
         self.layers = Layers(self.lower, self.source, self.target, self.opts)
 
+    def host_dir(self) -> str | None:
+        plain = self.opts.mode in ("bind", "move") and not self.opts.excepts \
+            and not self.opts.ro
+        return self.source if plain and self.source.startswith("/") else None
+
     def confirm(self, path: str) -> bool:
         rel = path[len(self.target):] if self.target != "/" else path
         for skip in self.opts.excepts:
@@ -66,10 +71,13 @@ class VufsService(PathService):
         return "" if path == self.target else (
             path if self.target == "/" else path[len(self.target):])
 
+    # the walk through the mount, too, is the caller's: a root hypervisor
+    # must not follow a link in a directory the caller cannot search
     def lstat(self, path):
         if self.layers.store is not None and _in_store(self.rel(path)):
             raise FileNotFoundError(errno.ENOENT, "no such file", path)
-        return self.layers.lstat(self.rel(path))
+        with procinfo.acting_as(caller_pid()):
+            return self.layers.lstat(self.rel(path))
 
     def fd_redirect(self, entry):
         try:
@@ -86,7 +94,8 @@ class VufsService(PathService):
             return -(exc.errno or errno.EIO)
 
     def readlink(self, path):
-        return self.layers.readlink(self.rel(path))
+        with procinfo.acting_as(caller_pid()):
+            return self.layers.readlink(self.rel(path))
 
     def path_call(self, call):
         rel = self.rel(call.path)

@@ -1,0 +1,144 @@
+"""Calls below a plain vufs bind that the C core walks and rewrites itself
+(csrc/fastpath.c): what programs see must be what Python's walk gave, and
+the hypervisor must not lend its rights to the walk."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+pytest.register_assert_rewrite("_vufs_helpers")
+from _vufs_helpers import NOBODY, native, write  # noqa: E402
+
+pytest_plugins = ["_vufs_helpers"]     # fixtures: vu, tdir, udir
+
+#: the same questions, asked of SRC natively and of the bind inside a view
+PROBE = """\
+    cd /
+    for p in $D/f $D/sub/g $D/sub/rel/g $D/abs/o $D/abs/../f $D/loop \\
+             $D/sub/g/x $D/nothere $D/nothere/x $D/sub/ $D/f/; do
+        echo "${p#$D} $(stat -c '%F %s %a' "$p" 2>&1 | sed "s|$D|D|g")"
+        echo "  L $(stat -L -c '%F %s' "$p" 2>&1 | sed "s|$D|D|g")"
+    done
+    readlink $D/abs $D/sub/rel $D/loop; echo "readlink=$?"
+    test -r $D/f; echo "r=$?"; test -x $D/sub; echo "x=$?"; test -w $D/f; echo "w=$?"
+    mkdir $D/newd && echo mkdir; chmod 711 $D/newd; stat -c %a $D/newd
+    ln -s f $D/newl && readlink $D/newl; touch -h -d @1000000000 $D/newl
+    stat -c %Y $D/newl; rm $D/newl; rmdir $D/newd; echo "cleaned=$?"
+    ls $D | sort | tr '\\n' ' '; echo
+"""
+
+
+def make_src(top: str) -> str:
+    src = f"{top}/src"
+    write(f"{src}/f", "0123456789\n")
+    write(f"{src}/sub/g", "g\n", mode=0o640)
+    write(f"{top}/other/o", "o\n")
+    os.symlink("../sub", f"{src}/sub/rel")
+    os.symlink(f"{top}/other", f"{src}/abs")
+    os.symlink("loop", f"{src}/loop")
+    return src
+
+
+def test_bind_answers_as_the_source_does(vu, tdir):
+    src = make_src(tdir)
+    want = native(PROBE, env={"D": src})
+    res = vu(f"""\
+        vu_insmod vufs
+        vumount -t vufs {src} {tdir}/view || echo MOUNT-FAILED
+        D={tdir}/view
+        {PROBE}""")
+    # absolute links lead out of the bind alike; only the prefix differs
+    assert res.out == want.out, (res, want.out)
+    assert sorted(os.listdir(src)) == ["abs", "f", "loop", "sub"]
+
+
+def test_bind_calls_stop_in_c_only(umvu_bin, env, tdir, tmp_path):
+    """stat, readlink, mkdir... below a bind never reach Python: the
+    --trace log (the calls Python answered) names only opens and execs."""
+    src = make_src(tdir)
+    log = tmp_path / "trace.log"
+    script = (f"vu_insmod vufs; vumount -t vufs {src} {tdir}/view; "
+              f"stat -c %s {tdir}/view/f {tdir}/view/sub/rel/g; "
+              f"readlink {tdir}/view/abs; "
+              f"mkdir {tdir}/view/d2 && rmdir {tdir}/view/d2; cat {tdir}/view/f")
+    out = subprocess.run([str(umvu_bin), "-N", "--trace", "-o", str(log),
+                          "--", "bash", "-c", script], env=env, text=True,
+                         capture_output=True, timeout=120)
+    assert out.stdout == f"11\n2\n{tdir}/other\n0123456789\n", out
+    trace = log.read_text()
+    called = [line for line in trace.splitlines() if f"{tdir}/view/" in line]
+    assert called and all("openat(" in line or "execve(" in line
+                          for line in called), trace
+    assert not os.path.exists(f"{src}/d2")
+
+
+def test_nested_mount_and_except_below_a_bind(vu, tdir):
+    """A newer mount below the bind, and an except= bind, are Python's."""
+    src = make_src(tdir)
+    write(f"{tdir}/inner/i", "inner\n")
+    res = vu(f"""\
+        vu_insmod vufs
+        vumount -t vufs {src} {tdir}/view || echo MOUNT-FAILED
+        vumount -t vufs {tdir}/inner {tdir}/view/sub || echo MOUNT2-FAILED
+        stat -c %s {tdir}/view/sub/i; cat {tdir}/view/sub/i
+        test -e {tdir}/view/sub/g; echo "g hidden=$?"
+        stat -c %s {tdir}/view/f
+        vumount -t vufs -o except=/sub {src} {tdir}/exc || echo MOUNT3-FAILED
+        stat -c %s {tdir}/exc/f; test -e {tdir}/exc/sub/g; echo "except=$?"
+        vumount -t vufs -o ro {src} {tdir}/ro || echo MOUNT4-FAILED
+        stat -c %s {tdir}/ro/f; mkdir {tdir}/ro/d 2>&1 | sed 's/.*: //'
+        """)
+    assert res.lines == ["6", "inner", "g hidden=1", "11", "11", "except=1",
+                         "11", "Read-only file system"], res
+    assert not os.path.exists(f"{src}/d")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a root session")
+def test_root_session_walk_does_not_lend_root_rights(vu, tdir):
+    """In a root session a process that dropped to 65534 must not see
+    through a symlink inside a directory it cannot search."""
+    src = make_src(tdir)
+    os.chmod(tdir, 0o755)
+    os.makedirs(f"{src}/secret")
+    os.symlink(f"{tdir}/other/o", f"{src}/secret/link")
+    os.chmod(f"{src}/secret", 0o700)
+    res = vu(f"""\
+        vu_insmod vufs
+        vumount -t vufs {src} {tdir}/view || echo MOUNT-FAILED
+        stat -L -c %s {tdir}/view/secret/link
+        setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups \\
+            stat -L -c %s {tdir}/view/secret/link 2>&1 | sed 's/.*: //'
+        python3 -c '
+import os
+os.stat("{tdir}/view/f")
+os.setgroups([]); os.setresgid({NOBODY}, {NOBODY}, {NOBODY}); os.setresuid({NOBODY}, {NOBODY}, {NOBODY})
+try:
+    os.stat("{tdir}/view/secret/link"); print("seen")
+except PermissionError:
+    print("denied")'
+        """)
+    assert res.lines == ["2", "Permission denied", "denied"], res
+
+
+def test_bind_as_nobody_changes_only_the_source(vu, udir):
+    src = make_src(udir)
+    for root, dirs, files in os.walk(udir):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), NOBODY, NOBODY)
+    os.lchown(udir, NOBODY, NOBODY)
+    res = vu(f"""\
+        vu_insmod vufs
+        vumount -t vufs {src} {udir}/view || echo MOUNT-FAILED
+        mkdir {udir}/view/made && chmod 700 {udir}/view/made && echo made
+        stat -c '%a %u' {udir}/view/made
+        ln -s made {udir}/view/ml && readlink {udir}/view/ml
+        """, user=NOBODY)
+    assert res.lines == ["made", f"700 {NOBODY}", "made"], res
+    assert oct(os.stat(f"{src}/made").st_mode & 0o777) == "0o700"
+    assert os.readlink(f"{src}/ml") == "made"
+    assert not os.path.exists(f"{udir}/view")
