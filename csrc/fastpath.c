@@ -183,12 +183,6 @@ static int covering(const char *path, size_t len)
     return -1;
 }
 
-/* Is path (canonical, absolute) a mount point or below one? */
-static int under_mount(const char *path, size_t len)
-{
-    return covering(path, len) >= 0;
-}
-
 static int is_mount_point(const char *path)
 {
     for (int i = 0; i < nmounts; i++)
@@ -307,8 +301,10 @@ static int path_decide(const struct thread_entry *t, int dirfd, const char *path
         w.cur[n] = '\0';
     }
     w.len = strlen(w.cur);
-    if (under_mount(w.cur, w.len))
+    int start = covering(w.cur, w.len);     /* a cwd or dirfd below a mount */
+    if (start >= 0 && (!sources[start] || (t->flags & UMVU_TF_NOMAP)))
         return 0;
+    mapped = start >= 0;
 
     /* components still to walk, last first, '\0' separated */
     memcpy(todo, path, plen + 1);
@@ -466,8 +462,7 @@ static int fast_decide(int tid, long nr, const unsigned long *args)
         }
         if (dirfd != UMVU_AT_FDCWD && path[0] != '/' && !fd_is_plain(t, dirfd))
             return 0;
-        if (path[0] != '/' && dirfd == UMVU_AT_FDCWD && (t->flags & UMVU_TF_CWD))
-            return 0;
+        /* (a cwd below a mount: path_decide asks Python unless a bind) */
         int follow = 1;
         if (info->follow == UMVU_FOLLOW_NEVER)
             follow = 0;

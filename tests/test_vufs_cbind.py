@@ -30,6 +30,14 @@ PROBE = """\
     ln -s f $D/newl && readlink $D/newl; touch -h -d @1000000000 $D/newl
     stat -c %Y $D/newl; rm $D/newl; rmdir $D/newd; echo "cleaned=$?"
     ls $D | sort | tr '\\n' ' '; echo
+    cd $D/sub
+    stat -c '%n %s' g rel/g ../f ../abs/o 2>&1 | sed "s|$D|D|g"
+    readlink rel; mkdir dd && stat -c %a dd && rmdir dd; pwd | sed "s|$D|D|g"
+    python3 -c '
+import os
+fd = os.open(".", os.O_RDONLY)
+print(os.stat("g", dir_fd=fd).st_size, os.readlink("rel", dir_fd=fd),
+      os.path.exists("../nothere"), os.stat("..", dir_fd=fd).st_mode >> 12)'
 """
 
 
