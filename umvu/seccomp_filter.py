@@ -9,14 +9,19 @@ the rest (unknown numbers, other ABIs) returns RET_TRACE and stops in the
 tracer. Filters only stack, so a view tightens by installing one more.
 The notifying filter keeps its calls for good: the kernel ranks USER_NOTIF
 above TRACE, and that is why only calls answered by a value belong to it.
+
+A built filter is kept in the user's cache directory, named by a hash of
+what decides it (the table's numbers and what is trapped): libseccomp and
+its binding cost a sixth of umvu's start-up, and a view with no module
+needs only the notifying filter.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import tempfile
-
-import pyseccomp
+import zlib
 
 from . import syscall_table
 
@@ -39,10 +44,50 @@ def data_of(arch: int, nr: int) -> int:
 ATTR_OPTIMIZE = 8
 
 
+def _cache_key(allowed: list[int], notify: bool) -> tuple[bytes, str | None]:
+    """What decides a filter, and the file a copy of it is kept in (its
+    name a checksum of the key; the file holds the key, checked on read)."""
+    key = repr(("umvu-filter-1", notify, allowed, DATA_TABLE, DATA_OTHER_ABI,
+                ATTR_OPTIMIZE)).encode() + b"\n"
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache")
+    if not home.startswith("/"):
+        return key, None
+    return key, os.path.join(home, "umvu", f"filter-{zlib.crc32(key):08x}.bpf")
+
+
 @functools.lru_cache(maxsize=32)
 def build(trapped: frozenset[int], notify: bool = False) -> bytes:
     """BPF program (struct sock_filter array) trapping `trapped` numbers:
     to the tracer, or with `notify` to the listener."""
+    allowed = sorted(c.nr for c in syscall_table.TABLE if c.nr not in trapped)
+    key, path = _cache_key(allowed, notify)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        bpf = data[len(key):]
+        if data.startswith(key) and bpf and len(bpf) % 8 == 0:
+            return bpf
+    except (OSError, TypeError):
+        pass
+    bpf = _compile(allowed, notify)
+    if path is not None:
+        try:                            # a cache: any failure only costs time
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(key + bpf)
+                os.replace(tmp, path)
+            except OSError:
+                os.unlink(tmp)
+        except OSError:
+            pass
+    return bpf
+
+
+def _compile(allowed: list[int], notify: bool) -> bytes:
+    import pyseccomp                    # only when the cache has no copy
     if notify:
         # libseccomp files the negative numbers under "bad arch" (x32 bit)
         flt = pyseccomp.SyscallFilter(pyseccomp.NOTIFY)
@@ -54,9 +99,8 @@ def build(trapped: frozenset[int], notify: bool = False) -> bytes:
         flt.set_attr(ATTR_OPTIMIZE, 2)
     except OSError:
         pass                            # older libseccomp: a linear filter
-    for call in syscall_table.TABLE:
-        if call.nr not in trapped:
-            flt.add_rule(pyseccomp.ALLOW, call.nr)
+    for nr in allowed:
+        flt.add_rule(pyseccomp.ALLOW, nr)
     with tempfile.TemporaryFile() as out:
         flt.export_bpf(out)
         out.seek(0)

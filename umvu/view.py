@@ -24,10 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from . import control, procinfo, seccomp_filter, syscall_table
 from .lowerview import LowerView
 from .module import Call, Module, PathService, Service, WouldBlock
-from .procmounts import ProcMounts
 from .services import ServiceTable, path_under
 from .tracer import DEFER, FAST_RESUME, Tracer, signed
-from .vfs import Vfs
 
 log = logging.getLogger("umvu")
 NR_MOUNT = syscall_table.NR["mount"]
@@ -59,8 +57,16 @@ class View:
         self.env: dict = dict(os.environ)        # for processes the view starts
         self.child_signals: list = []
         self._tmpdir: str | None = None
-        self.vfs = Vfs(self)
-        self.services.add(ProcMounts(self))
+        self.vfs = None         # the file system layer, from the first module on
+
+    def _file_system_layer(self) -> None:
+        """Made at the first vu_insmod: a view that loads nothing needs no
+        VFS (nor the start-up time of its imports)."""
+        if self.vfs is None:
+            from .procmounts import ProcMounts
+            from .vfs import Vfs
+            self.vfs = Vfs(self)
+            self.services.add(ProcMounts(self))
 
     # ---- public to modules -------------------------------------------------
     @property
@@ -245,7 +251,7 @@ class View:
                 return self._mount(stop)
             if nr == NR_UMOUNT2:
                 return self._umount(stop)
-            if nr in self.vfs.handlers:
+            if self.vfs is not None and nr in self.vfs.handlers:
                 result = self.vfs.on_syscall(stop)
                 if result is not None or stop.new_args or stop.exit_hook:
                     return result
@@ -302,6 +308,7 @@ class View:
         if name in self.modules:
             return -errno.EEXIST
         from . import loader        # not before a module is loaded: start-up
+        self._file_system_layer()
         try:
             cls = loader.find(name)
             module = cls(self)
@@ -460,6 +467,8 @@ class View:
         log.debug("mounted %r", service)
 
     def _umount(self, stop) -> int | None:
+        if self.vfs is None:
+            return None             # no module was ever loaded: the kernel's
         path = self._opt_str(stop, stop.args[0])
         # the mount point itself first, without asking its (maybe dead) service
         target = self.resolve(stop.process, path, follow=False)
