@@ -63,7 +63,8 @@ struct umvu_event {
 struct umvu_nrinfo {
     signed char kind, path, at, path2, at2, follow, follow_arg, empty;
     signed char rewrite;        /* a path below a rewritable mount may be
-                                   rewritten to its host path by the C core */
+                                   rewritten to its host path by the C core:
+                                   1 a stat-like call, 2 another one; 0 not */
 };
 extern struct umvu_nrinfo umvu_nrinfo[512];
 
@@ -81,8 +82,10 @@ int umvu_set_thread(int tid, int tgid, int flags, const char *cwd,
                     const int *low, int nlow);
 void umvu_forget_thread(int tid);
 /* mount points in mount order; sources[i]: the host directory a path below
- * paths[i] stands for (a plain bind), or NULL: Python answers below it */
-int umvu_set_mounts(char **paths, char **sources, int n);
+ * paths[i] stands for (a plain bind), or NULL: Python answers below it;
+ * bottoms[i] too: layers (vufs cow...), sources[i] the top one, whose
+ * SOURCE/.- holds deletions and metadata: C answers only stat-like calls */
+int umvu_set_mounts(char **paths, char **sources, char **bottoms, int n);
 /* at a seccomp stop: 0 ask Python, 1 resume, 2 rewrite (umvu_fast_rewrite) */
 int umvu_fast_decide(int tid, long nr, const unsigned long *args);
 /* after umvu_fast_decide said 2: point the argument at the host path; the

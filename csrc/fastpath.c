@@ -53,6 +53,7 @@ static struct thread_entry threads[TABLE_SIZE];
 static char **mounts;
 static size_t *mount_len;
 static char **sources;              /* per mount: host directory, or NULL */
+static char **bottoms;              /* per layered mount: the bottom layer */
 static int nmounts;
 
 /* what fast_decide said to rewrite: argument, its dirfd, the host path */
@@ -130,36 +131,45 @@ void umvu_forget_thread(int tid)
     pthread_mutex_unlock(&table_lock);
 }
 
-static int set_mounts(char **paths, char **srcs, int n);
+static int set_mounts(char **paths, char **srcs, char **bots, int n);
 
-int umvu_set_mounts(char **paths, char **srcs, int n)
+int umvu_set_mounts(char **paths, char **srcs, char **bots, int n)
 {
     pthread_mutex_lock(&table_lock);
-    int r = set_mounts(paths, srcs, n);
+    int r = set_mounts(paths, srcs, bots, n);
     pthread_mutex_unlock(&table_lock);
     return r;
 }
 
-static int set_mounts(char **paths, char **srcs, int n)
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static int set_mounts(char **paths, char **srcs, char **bots, int n)
 {
     for (int i = 0; i < nmounts; i++) {
         free(mounts[i]);
         free(sources[i]);
+        free(bottoms[i]);
     }
     free(mounts);
     free(mount_len);
     free(sources);
+    free(bottoms);
     mounts = calloc((size_t)n + 1, sizeof *mounts);
     mount_len = calloc((size_t)n + 1, sizeof *mount_len);
     sources = calloc((size_t)n + 1, sizeof *sources);
-    if (!mounts || !mount_len || !sources) {
+    bottoms = calloc((size_t)n + 1, sizeof *bottoms);
+    if (!mounts || !mount_len || !sources || !bottoms) {
         nmounts = 0;
         return -ENOMEM;
     }
     for (int i = 0; i < n; i++) {
         mounts[i] = strdup(paths[i]);
         mount_len[i] = strlen(paths[i]);
-        sources[i] = srcs[i] ? strdup(srcs[i]) : NULL;
+        sources[i] = dup_or_null(srcs[i]);
+        bottoms[i] = sources[i] ? dup_or_null(bots[i]) : NULL;
     }
     nmounts = n;
     return 0;
@@ -191,17 +201,49 @@ static int is_mount_point(const char *path)
     return 0;
 }
 
+static int join_host(char *out, size_t size, const char *dir, const char *rel)
+{
+    if (strcmp(dir, "/") == 0)
+        dir = "";
+    int n = *rel ? snprintf(out, size, "%s%s", dir, rel)
+                 : snprintf(out, size, "%s", *dir ? dir : "/");
+    return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
+/* Which layer of layered mount m shows rel, as vufs's Layers.where does:
+ * the top one if it has rel, else the bottom one. -1 (ask Python): rel is
+ * the bookkeeping itself, deleted, or has metadata of its own. */
+static int layer_of(int m, const char *rel, char *out, size_t size)
+{
+    char store[UMVU_PATH_MAX + 8];
+    struct stat st;
+    if (strncmp(rel, "/.-", 3) == 0 && (rel[3] == '/' || !rel[3]))
+        return -1;
+    if (snprintf(store, sizeof store, "%s/.-%s", strcmp(sources[m], "/") ? sources[m] : "",
+                 rel) >= (int)sizeof store - 1)
+        return -1;
+    if (stat(store, &st) == 0 ? S_ISREG(st.st_mode) : errno != ENOENT)
+        return -1;                  /* a whiteout, or below one (ENOTDIR) */
+    strcat(store, "\x7f");
+    if (lstat(store, &st) == 0 || errno != ENOENT)
+        return -1;                  /* metadata the host file cannot carry */
+    if (join_host(out, size, sources[m], rel) < 0)
+        return -1;
+    if (lstat(out, &st) == 0)
+        return 0;
+    if (errno != ENOENT)
+        return -1;
+    return join_host(out, size, bottoms[m], rel);
+}
+
 /* The host path of a view path below mount m (m < 0: the path itself).
- * -1: too long, or in /proc (whose self links are the caller's). */
+ * -1: too long, or in /proc (whose self links are the caller's), or a
+ * layered mount's path Python must see. */
 static int host_of(int m, const char *view, char *out, size_t size)
 {
     const char *rel = m < 0 ? view : mount_len[m] == 1 ? view : view + mount_len[m];
-    const char *src = m < 0 ? "" : sources[m];
-    if (m >= 0 && strcmp(src, "/") == 0)
-        src = "";
-    int n = *rel ? snprintf(out, size, "%s%s", src, rel)
-                 : snprintf(out, size, "%s", *src ? src : "/");
-    if (n < 0 || (size_t)n >= size)
+    if (m >= 0 && bottoms[m] ? layer_of(m, rel, out, size) < 0
+                             : join_host(out, size, m < 0 ? "" : sources[m], rel) < 0)
         return -1;
     if (m >= 0 && strncmp(out, "/proc", 5) == 0 && (out[5] == '/' || !out[5]))
         return -1;
@@ -276,8 +318,15 @@ static int walk_end(int mapped, const char *view, const char *path, char *host)
 /* Walk `path` as the view would. 1: the kernel resolves it exactly so and
  * reaches nothing virtual; 2: the same holds for the host path written to
  * host (below plain bind mounts); 0: ask Python. */
+/* May the C core walk below mount m for this call? Layers only for
+ * stat-like calls (the rest may copy up: Python's). */
+static int walkable(const struct thread_entry *t, int m, int rewrite)
+{
+    return sources[m] && !(t->flags & UMVU_TF_NOMAP) && (!bottoms[m] || rewrite == 1);
+}
+
 static int path_decide(const struct thread_entry *t, int dirfd, const char *path,
-                       int follow_last, char *host)
+                       int follow_last, int rewrite, char *host)
 {
     struct walk w;
     char todo[2 * UMVU_PATH_MAX], link[UMVU_PATH_MAX], real[UMVU_PATH_MAX];
@@ -302,7 +351,7 @@ static int path_decide(const struct thread_entry *t, int dirfd, const char *path
     }
     w.len = strlen(w.cur);
     int start = covering(w.cur, w.len);     /* a cwd or dirfd below a mount */
-    if (start >= 0 && (!sources[start] || (t->flags & UMVU_TF_NOMAP)))
+    if (start >= 0 && !walkable(t, start, rewrite))
         return 0;
     mapped = start >= 0;
 
@@ -337,8 +386,7 @@ static int path_decide(const struct thread_entry *t, int dirfd, const char *path
         if (walk_push(&w, rest, n) < 0)
             return 0;
         int m = covering(w.cur, w.len);
-        if ((m >= 0 && (!sources[m] || (t->flags & UMVU_TF_NOMAP))) ||
-            proc_special(w.cur))
+        if ((m >= 0 && !walkable(t, m, rewrite)) || proc_special(w.cur))
             return 0;
         const char *at = w.cur;     /* where the host has this component */
         if (m >= 0) {
@@ -470,7 +518,7 @@ static int fast_decide(int tid, long nr, const unsigned long *args)
             follow = !(args[info->follow_arg] & 0x100);
         else if (info->follow == UMVU_FOLLOW_O)
             follow = !(args[info->follow_arg] & 0400000);
-        int r = path_decide(t, dirfd, path, follow, rw_path);
+        int r = path_decide(t, dirfd, path, follow, info->rewrite, rw_path);
         if (r == 2 && (!info->rewrite || info->path2 >= 0))
             return 0;           /* opens and two-path calls: Python's */
         if (r != 1 && r != 2)

@@ -150,3 +150,39 @@ def test_bind_as_nobody_changes_only_the_source(vu, udir):
     assert oct(os.stat(f"{src}/made").st_mode & 0o777) == "0o700"
     assert os.readlink(f"{src}/ml") == "made"
     assert not os.path.exists(f"{udir}/view")
+
+
+def test_cow_stat_calls_see_the_layers(vu, tdir):
+    """The C core answers stat-like calls below a cow mount from the layers
+    as vufs keeps them: the top copy, whiteouts, metadata, the hidden .-"""
+    lower = f"{tdir}/lower"
+    write(f"{lower}/keep", "lower\n")
+    write(f"{lower}/edit", "lower\n")
+    write(f"{lower}/gone", "lower\n")
+    write(f"{lower}/dir/child", "c\n")
+    write(f"{lower}/modes", "m\n", mode=0o644)
+    os.symlink("keep", f"{lower}/link")
+    os.mkdir(f"{tdir}/cow")
+    before = {p: open(f"{lower}/{p}").read() for p in ("keep", "edit", "gone")}
+    res = vu(f"""\
+        vu_insmod vufs
+        vumount -t vufs -o cow,nochcopy {tdir}/cow {lower} || echo MOUNT-FAILED
+        cd /
+        echo changed-a-lot >> {lower}/edit
+        rm {lower}/gone; rm -r {lower}/dir; mkdir {lower}/dir
+        chmod 600 {lower}/modes
+        for f in keep edit gone dir dir/child modes link .- .-/gone; do
+            echo "$f $(stat -c '%F %s %a' {lower}/$f 2>&1 | sed 's/.*: //')"
+        done
+        readlink {lower}/link; test -r {lower}/keep && echo readable
+        test -e {lower}/gone; echo "gone=$?"
+        """)
+    assert res.lines == [
+        "keep regular file 6 644", "edit regular file 20 644",
+        "gone No such file or directory", "dir directory 4096 755",
+        "dir/child No such file or directory", "modes regular file 2 600",
+        "link symbolic link 4 777", ".- No such file or directory",
+        ".-/gone No such file or directory", "keep", "readable", "gone=1"], res
+    assert {p: open(f"{lower}/{p}").read() for p in before} == before
+    assert os.path.exists(f"{lower}/dir/child")
+    assert os.stat(f"{lower}/modes").st_mode & 0o777 == 0o644

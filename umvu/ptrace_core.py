@@ -124,13 +124,13 @@ def set_fast_info(info: dict[int, tuple]) -> None:
          table[nr].empty, table[nr].rewrite) = entry
 
 
-def set_mounts(mounts: list[tuple[str, str | None]]) -> None:
-    """(mount point, host directory it stands for or None), mount order."""
-    keep = [ffi.new("char[]", os.fsencode(t)) for t, _ in mounts]
-    srcs = [ffi.new("char[]", os.fsencode(s)) if s else ffi.NULL for _, s in mounts]
-    arr = ffi.new("char *[]", keep + [ffi.NULL])
-    src_arr = ffi.new("char *[]", srcs + [ffi.NULL])
-    check(lib.umvu_set_mounts(arr, src_arr, len(mounts)))
+def set_mounts(mounts: list[tuple[str, str | None, str | None]]) -> None:
+    """(mount point, host directory it stands for or None, bottom layer or
+    None), mount order (see umvu_set_mounts)."""
+    columns = [[ffi.new("char[]", os.fsencode(s)) if s else ffi.NULL for s in col]
+               for col in zip(*mounts)] or [[], [], []]    # alive during the call
+    arrays = [ffi.new("char *[]", col + [ffi.NULL]) for col in columns]
+    check(lib.umvu_set_mounts(*arrays, len(mounts)))
 
 
 def set_thread(tid: int, tgid: int, flags: int, cwd: str, fds=()) -> None:

@@ -43,19 +43,22 @@ class ServiceTable:
         if service in self._paths:
             self._paths.remove(service)
 
-    def host_dirs(self) -> list[tuple[str, str | None]]:
-        """(mount point, host directory the C core may rewrite to) in mount
-        order. Only where no older mount lies at, above or below that
-        directory: paths there are the older services' to answer."""
+    def host_dirs(self) -> list[tuple[str, str | None, str | None]]:
+        """(mount point, host directory the C core may rewrite to, bottom
+        layer) in mount order (PathService.host_dir). Only where no older
+        mount lies at, above or below those directories: paths there are the
+        older services' to answer."""
         table = []
         for i, s in enumerate(self._paths):
             if s.module is None:
                 continue
-            host = s.host_dir()
-            if host and any(path_under(host, o.target) or path_under(o.target, host)
-                            for o in self._paths[:i]):
-                host = None
-            table.append((s.target, host))
+            dirs = s.host_dir()
+            if isinstance(dirs, str):
+                dirs = (dirs, None)
+            if dirs and any(path_under(d, o.target) or path_under(o.target, d)
+                            for d in dirs if d for o in self._paths[:i]):
+                dirs = None
+            table.append((s.target, *(dirs or (None, None))))
         return table
 
     def mount_points(self) -> list[str]:

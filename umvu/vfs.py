@@ -247,9 +247,11 @@ class Vfs:
             follow, follow_arg = (pc.FOLLOW_AT if kind == "at" else pc.FOLLOW_O), int(arg)
         none = lambda v: -1 if v is None else v  # noqa: E731
         # below a plain bind the C core may rewrite the path itself, but not
-        # of a call that opens a descriptor (the view mirrors those)
-        rewrite = int(path2 is None and OPS.get(sc.name) not in (None, "open")
-                      and sc.name != "openat2")
+        # of a call that opens a descriptor (the view mirrors those); below
+        # layers (cow) only of a stat-like one (the others may copy up)
+        op = OPS.get(sc.name)
+        rewrite = 0 if path2 is not None or op in (None, "open") or \
+            sc.name == "openat2" else 1 if op == "stat" else 2
         return (pc.FAST_PATH, none(path), none(at), none(path2), none(at2),
                 follow, follow_arg, none(sc.empty), rewrite)
 

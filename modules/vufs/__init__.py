@@ -55,10 +55,12 @@ class VufsService(PathService):
                 raise OSError(exc.errno, f"vufs: {self.target}: {exc.strerror}")
         self.layers = Layers(self.lower, self.source, self.target, self.opts)
 
-    def host_dir(self) -> str | None:
-        plain = self.opts.mode in ("bind", "move") and not self.opts.excepts \
-            and not self.opts.ro
-        return self.source if plain and self.source.startswith("/") else None
+    def host_dir(self):
+        if self.opts.excepts or not self.source.startswith("/"):
+            return None
+        if self.opts.mode in ("bind", "move"):
+            return None if self.opts.ro else self.source
+        return (self.source, self.target)   # merge, cow, mincow: layers
 
     def confirm(self, path: str) -> bool:
         rel = path[len(self.target):] if self.target != "/" else path
