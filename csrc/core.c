@@ -484,6 +484,7 @@ long umvu_write(int tid, unsigned long addr, const void *buf, unsigned long len)
 
 /* Read a NUL-terminated string, page by page so that a string ending just
  * before an unmapped page is still read. Returns its length, or -errno;
+ * -EFAULT when memory ends before the NUL (as the kernel's copy would),
  * -ENAMETOOLONG when no NUL is found within max bytes. */
 long umvu_read_str(int tid, unsigned long addr, char *buf, unsigned long max)
 {
@@ -494,7 +495,7 @@ long umvu_read_str(int tid, unsigned long addr, char *buf, unsigned long max)
             chunk = max - done;
         long r = umvu_read(tid, addr + done, buf + done, chunk);
         if (r <= 0)
-            return done ? (long)done : (r < 0 ? r : -EFAULT);
+            return -EFAULT;
         char *nul = memchr(buf + done, 0, (size_t)r);
         if (nul)
             return nul - buf;

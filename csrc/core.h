@@ -64,7 +64,9 @@ struct umvu_nrinfo {
     signed char kind, path, at, path2, at2, follow, follow_arg, empty;
     signed char rewrite;        /* a path below a rewritable mount may be
                                    rewritten to its host path by the C core:
-                                   1 a stat-like call, 2 another one; 0 not */
+                                   1 a stat-like call, 2 one that changes a
+                                   file, 3 one that makes or removes a name
+                                   (a trailing slash follows no link); 0 not */
 };
 extern struct umvu_nrinfo umvu_nrinfo[512];
 

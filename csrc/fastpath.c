@@ -302,8 +302,8 @@ static int walk_end(int mapped, const char *view, const char *path, char *host)
         return 0;
     if (!mapped)
         return 1;
-    if (is_mount_point(view))
-        return 0;                   /* EBUSY, EEXIST...: Python knows why */
+    if (is_mount_point(view) || strncmp(view, "/proc/", 6) == 0)
+        return 0;                   /* EBUSY, EEXIST, /proc/PID...: Python's */
     if (host_of(covering(view, strlen(view)), view, host, UMVU_PATH_MAX) < 0)
         return 0;
     size_t n = strlen(path), h = strlen(host);
@@ -342,11 +342,11 @@ static int path_decide(const struct thread_entry *t, int dirfd, const char *path
             return 0;
         strcpy(w.cur, t->cwd);
     } else {
-        char fdlink[64];
-        snprintf(fdlink, sizeof fdlink, "/proc/%d/fd/%d", t->tgid, dirfd);
+        char fdlink[64];        /* the thread's own table: its leader may be gone */
+        snprintf(fdlink, sizeof fdlink, "/proc/%d/fd/%d", t->tid, dirfd);
         ssize_t n = readlink(fdlink, w.cur, sizeof w.cur - 1);
         if (n <= 0 || w.cur[0] != '/')
-            return n < 0;           /* bad dirfd: the kernel says EBADF */
+            return 0;               /* a bad dirfd, or not a directory: Python */
         w.cur[n] = '\0';
     }
     w.len = strlen(w.cur);
@@ -394,15 +394,20 @@ static int path_decide(const struct thread_entry *t, int dirfd, const char *path
                 return 0;
             at = real;
             mapped = 1;
-        } else if (strcmp(w.cur, "/proc/self") == 0 ||
-                   strcmp(w.cur, "/proc/thread-self") == 0) {
+        }
+        /* a trailing slash follows a last symlink, but not for calls that
+         * act on the name itself (mkdir, unlink, rmdir: 3) */
+        if (last && !follow_last && (!trailing || rewrite == 3))
+            break;
+        if (m < 0 && (strcmp(w.cur, "/proc/self") == 0 ||
+                      strcmp(w.cur, "/proc/thread-self") == 0)) {
             /* the hypervisor's /proc/self is not the tracee's */
-            w.len = (size_t)snprintf(w.cur, sizeof w.cur, "/proc/%d", t->tgid);
+            w.len = (size_t)(w.cur[6] == 's'
+                ? snprintf(w.cur, sizeof w.cur, "/proc/%d", t->tgid)
+                : snprintf(w.cur, sizeof w.cur, "/proc/%d/task/%d", t->tgid, t->tid));
             rest = next;
             continue;
         }
-        if (last && !follow_last && !trailing)
-            break;
         struct stat st;
         if (lstat(at, &st) < 0) {
             if (errno != ENOENT)

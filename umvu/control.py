@@ -28,13 +28,20 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 
+#: a signal broke the call off before the hypervisor took it; the kernel
+#: restarts no negative number, so the caller does (ERESTART*)
+RESTART = {512, 513, 514, 516}
+
+
 def vucall(nr: int, *args) -> int:
     """Issue a control call; raise OSError on failure."""
-    ret = _libc.syscall(ctypes.c_long(nr), *args)
-    if ret == -1:
+    while True:
+        ret = _libc.syscall(ctypes.c_long(nr), *args)
+        if ret != -1:
+            return ret
         err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return ret
+        if err not in RESTART:
+            raise OSError(err, os.strerror(err))
 
 
 def get_info() -> dict[str, str] | None:

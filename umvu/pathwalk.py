@@ -72,7 +72,7 @@ class Walker:
 
     def resolve(self, path: str, start: str, root: str, follow: bool, pid: int,
                 before: float = float("inf"), no_symlinks: bool = False,
-                beneath: str | None = None) -> Resolved:
+                beneath: str | None = None, slash_follows: bool = True) -> Resolved:
         if len(path) >= PATH_MAX:
             return Resolved(path, error=errno.ENAMETOOLONG, touched=True)
         trailing = path.endswith("/") and path.strip("/") != ""
@@ -94,7 +94,7 @@ class Walker:
                 continue
             nxt = join(cur, name)
             last = not parts
-            if last and not follow and not trailing:
+            if last and not follow and not (trailing and slash_follows):
                 cur = nxt
                 break
             service = self.service_for(nxt, before)

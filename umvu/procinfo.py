@@ -90,20 +90,33 @@ def forget_creds(pid: int) -> None:
         _creds.pop(pid, None)
 
 
-def fs_creds(pid: int) -> tuple[int, int, list[int]]:
-    """The (fsuid, fsgid, groups) the kernel checks the process's file
-    access with."""
+def fs_creds(pid: int) -> tuple[int, int, list[int], int]:
+    """The (fsuid, fsgid, groups, effective capabilities) the kernel checks
+    the process's file access with."""
     if _creds is not None and pid in _creds:
         return _creds[pid]
-    st = fields(pid, "Uid", "Gid", "Groups")
+    st = fields(pid, "Uid", "Gid", "Groups", "CapEff")
     try:
         creds = (int(st["Uid"].split()[3]), int(st["Gid"].split()[3]),
-                 [int(g) for g in st.get("Groups", "").split()])
+                 [int(g) for g in st.get("Groups", "").split()],
+                 int(st.get("CapEff", "0"), 16))
     except (KeyError, IndexError, ValueError):
-        return os.getuid(), os.getgid(), os.getgroups()
+        return os.getuid(), os.getgid(), os.getgroups(), 0
     if _creds is not None:
         _creds[pid] = creds
     return creds
+
+
+#: this process's effective capabilities, read once (acting_as changes
+#: only the fs ids of a thread, never these)
+_MY_CAPS = int(fields(os.getpid(), "CapEff").get("CapEff", "0"), 16)
+
+
+def has_my_rights(pid: int) -> bool:
+    """Does the process check files as this one does (same fs ids and
+    capabilities)? Then work done for it needs no borrowed identity."""
+    uid, gid, _, caps = fs_creds(pid)
+    return (uid, gid, caps) == (os.geteuid(), os.getegid(), _MY_CAPS)
 
 
 def fs_ids(pid: int) -> tuple[int, int]:
@@ -159,7 +172,7 @@ class acting_as:
     def __enter__(self):
         if os.geteuid() != 0 or not self.pid:
             return self
-        uid, gid, groups_of = fs_creds(self.pid)
+        uid, gid, groups_of, _ = fs_creds(self.pid)
         if (uid, gid) == (0, 0):
             return self
         import ctypes

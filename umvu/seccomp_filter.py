@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import stat
 import tempfile
 import zlib
 
@@ -62,18 +63,13 @@ def build(trapped: frozenset[int], notify: bool = False) -> bytes:
     to the tracer, or with `notify` to the listener."""
     allowed = sorted(c.nr for c in syscall_table.TABLE if c.nr not in trapped)
     key, path = _cache_key(allowed, notify)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-        bpf = data[len(key):]
-        if data.startswith(key) and bpf and len(bpf) % 8 == 0:
-            return bpf
-    except (OSError, TypeError):
-        pass
+    bpf = _cached(path, key)
+    if bpf is not None:
+        return bpf
     bpf = _compile(allowed, notify)
     if path is not None:
         try:                            # a cache: any failure only costs time
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
             try:
                 with os.fdopen(fd, "wb") as f:
@@ -84,6 +80,24 @@ def build(trapped: frozenset[int], notify: bool = False) -> bytes:
         except OSError:
             pass
     return bpf
+
+
+def _cached(path: str | None, key: bytes) -> bytes | None:
+    """The cached filter, if this user wrote it (a file of ours that nobody
+    else may write, not a link) and it holds the key."""
+    if path is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022 or not stat.S_ISREG(st.st_mode):
+            return None
+        data = f.read()
+    bpf = data[len(key):]
+    return bpf if data.startswith(key) and bpf and len(bpf) % 8 == 0 else None
 
 
 def _compile(allowed: list[int], notify: bool) -> bytes:

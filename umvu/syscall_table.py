@@ -332,7 +332,7 @@ _TABLE = """
 298 perf_event_open kernel
 299 recvmmsg        socket fd=0
 300 fanotify_init   kernel
-301 fanotify_mark   path at=2 path=4
+301 fanotify_mark   path at=3 path=4
 302 prlimit64       never
 303 name_to_handle_at path at=0 path=1 nofollow=at:4 empty=4
 304 open_by_handle_at fd

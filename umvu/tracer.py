@@ -20,6 +20,7 @@ import os
 import queue
 import signal
 import struct
+import time
 
 from . import ptrace_core as pc
 from . import procinfo, seccomp_filter, syscall_table
@@ -36,6 +37,7 @@ CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_THREAD = 0x100, 0x200, 0x400, 0x10000
 CLONE_VFORK = 0x4000
 U64 = (1 << 64) - 1
 PR_SET_CHILD_SUBREAPER = 36
+EARLY_EXIT_TTL = 5.0        # seconds an exit of an unknown tid is kept
 #: returned by handler.on_syscall: the thread stays stopped; a worker will
 #: answer through Tracer.post()
 DEFER = object()
@@ -187,9 +189,10 @@ class Tracer:
         # what happened to threads before their creator's clone event was
         # seen (waitpid reports in no particular order): tid -> [(kind, item)]
         self._early: dict[int, list] = {}
-        # exits of unknown tids: a thread that died before its clone event,
-        # or (far more often) a process never traced; bounded
-        self._early_exits: dict[int, tuple] = {}
+        # exits of unknown tids once the view is traced: a thread that died
+        # before its clone event was seen (or a process attach_all could not
+        # seize); kept a few seconds, so that a reused pid is not taken for it
+        self._early_exits: dict[int, tuple[float, tuple]] = {}
         #: True once the view's processes are ptraced (attach_all); before,
         #: only the notifying filter watches them
         self.attached = False
@@ -418,9 +421,13 @@ class Tracer:
                 self._dispatch(item)
 
     def _early_exit(self, tid: int, item) -> None:
-        if len(self._early_exits) > 4096:
+        if not self.attached:
+            return                      # an untraced process: nobody to tell
+        now = time.monotonic()
+        while self._early_exits and (len(self._early_exits) > 4096 or now - next(
+                iter(self._early_exits.values()))[0] > EARLY_EXIT_TTL):
             del self._early_exits[next(iter(self._early_exits))]
-        self._early_exits[tid] = item
+        self._early_exits[tid] = (now, item)
 
     def _dispatch(self, ev) -> None:
         tid = ev.tid
@@ -564,8 +571,9 @@ class Tracer:
         else:
             self.handler.on_new_thread(proc, child_tid)
         early = self._early.pop(child_tid, [])
-        if child_tid in self._early_exits:
-            early.append(self._early_exits.pop(child_tid))
+        seen, item = self._early_exits.pop(child_tid, (0.0, None))
+        if item is not None and time.monotonic() - seen <= EARLY_EXIT_TTL:
+            early.append(item)
         return early
 
     def _on_exec(self, thread: Thread, former_tid: int) -> None:
@@ -678,7 +686,7 @@ class Tracer:
                 pending_signals.append(ev.sig)
             pc.ptrace(pc.PTRACE_SYSCALL, tid)
         if restart:
-            _fix_restart(saved)
+            _fix_restart(saved, tid)
         pc.setregs(tid, saved)
         for sig in pending_signals:
             _tgkill(thread.process.pid, tid, sig)
@@ -709,11 +717,20 @@ class Tracer:
         return proc.syscall_insn
 
 
-def _fix_restart(regs) -> None:
+def _fix_restart(regs, tid: int) -> None:
     """An interrupted call would be restarted by the kernel's signal code;
-    we resumed through a syscall-exit stop instead, so do it here."""
-    if signed(regs.orig_rax) < 0:
+    we resumed through a syscall-exit stop instead, so do it here. The
+    control calls too, which the kernel never restarts (negative numbers):
+    one broken off before the hypervisor took its notification."""
+    nr = signed(regs.orig_rax)
+    if nr < 0 and nr not in syscall_table.CONTROL_CALLS:
         return
+    if nr < 0:      # -1 is also "not in a call": it must have just returned
+        try:
+            if pc.read(tid, regs.rip - 2, 2) != b"\x0f\x05":
+                return
+        except OSError:
+            return
     err = -signed(regs.rax)
     if err in (ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND):
         regs.rax = regs.orig_rax

@@ -200,7 +200,7 @@ class Vfs:
         if st.fs.root != "/":
             flags |= TF_PYTHON
         if os.geteuid() == 0 and (getattr(proc, "creds_changed", False) or
-                                  procinfo.fs_creds(proc.pid)[:2] != (0, 0)):
+                                  not procinfo.has_my_rights(proc.pid)):
             flags |= TF_NOMAP       # the C core's walk would lend it root's rights
         if flags or st.exe:
             self.view.tracer.proc_is_virtual()
@@ -251,7 +251,7 @@ class Vfs:
         # layers (cow) only of a stat-like one (the others may copy up)
         op = OPS.get(sc.name)
         rewrite = 0 if path2 is not None or op in (None, "open") or \
-            sc.name == "openat2" else 1 if op == "stat" else 2
+            sc.name == "openat2" else {"stat": 1, "modify": 2}.get(op, 3)
         return (pc.FAST_PATH, none(path), none(at), none(path2), none(at2),
                 follow, follow_arg, none(sc.empty), rewrite)
 
@@ -321,7 +321,8 @@ class Vfs:
         if entry is not None:
             return entry.path, True
         try:
-            path = os.readlink(f"/proc/{stop.process.pid}/fd/{_signed32(dirfd)}")
+            # the thread's own table: its leader may have exited
+            path = os.readlink(f"/proc/{stop.tid}/fd/{_signed32(dirfd)}")
         except OSError:
             return None
         return (path, False) if path.startswith("/") else None
@@ -410,7 +411,10 @@ class Vfs:
         flags = self._open_flags(name, args) if op == "open" else 0
         if name == "unlinkat" and args[2] & AT_REMOVEDIR:
             name = "rmdir"
-        res = self._resolve(stop, st, path, dirfd, self._follow(sc, args))
+        # a trailing slash follows a last symlink, but not for calls that
+        # act on the name itself (mkdir, unlink, rmdir)
+        res = self._resolve(stop, st, path, dirfd, self._follow(sc, args),
+                            slash_follows=op not in ("create", "delete"))
         if res is not None and name == "chdir":
             stop.on_exit(lambda r, p=res.path: self._set_cwd(st, p, r))
         if res is not None and name in ("readlink", "readlinkat"):
