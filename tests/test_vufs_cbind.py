@@ -186,3 +186,26 @@ def test_cow_stat_calls_see_the_layers(vu, tdir):
     assert {p: open(f"{lower}/{p}").read() for p in before} == before
     assert os.path.exists(f"{lower}/dir/child")
     assert os.stat(f"{lower}/modes").st_mode & 0o777 == 0o644
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a root session")
+def test_root_without_capabilities_gets_no_more_in_the_view(vu, tdir):
+    """A root process that dropped CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
+    cannot search another user's 0700 directory natively: nor below a bind,
+    neither in the C walk nor in Python's."""
+    src = make_src(tdir)
+    os.chmod(tdir, 0o755)
+    os.makedirs(f"{src}/secret")
+    os.symlink("../f", f"{src}/secret/l")
+    os.chown(f"{src}/secret", 1000, 1000)
+    os.chmod(f"{src}/secret", 0o700)
+    res = vu(f"""\
+        vu_insmod vufs
+        vumount -t vufs {src} {tdir}/view || echo MOUNT-FAILED
+        setpriv --bounding-set=-dac_override,-dac_read_search -- bash -c '
+            stat -L -c %s {tdir}/view/secret/l 2>&1 | sed "s/.*: //"
+            cat {tdir}/view/secret/l 2>&1 | sed "s/.*: //"
+            cat {src}/secret/l 2>&1 | sed "s/.*: //"'
+        cat {tdir}/view/secret/l
+        """)
+    assert res.lines == ["Permission denied"] * 3 + ["0123456789"], res

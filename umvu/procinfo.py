@@ -153,6 +153,19 @@ def _syscall(nr: int, *args) -> int:
 
 
 SYS_SETFSUID, SYS_SETFSGID, SYS_SETGROUPS = 122, 123, 116
+SYS_CAPGET, SYS_CAPSET = 125, 126
+CAP_VERSION_3 = 0x20080522
+
+
+def _set_effective_caps(caps: int) -> None:
+    """This thread's effective capabilities (permitted ones stay)."""
+    import ctypes
+    header = (ctypes.c_uint32 * 2)(CAP_VERSION_3, 0)
+    data = (ctypes.c_uint32 * 6)()          # 2 x {effective, permitted, inheritable}
+    if _syscall(SYS_CAPGET, header, data) != 0:
+        return
+    data[0], data[3] = caps & 0xffffffff, caps >> 32
+    _syscall(SYS_CAPSET, header, data)
 
 
 class acting_as:
@@ -168,12 +181,16 @@ class acting_as:
     def __init__(self, pid: int):
         self.pid = pid
         self.active = False
+        self.caps = False
 
     def __enter__(self):
         if os.geteuid() != 0 or not self.pid:
             return self
-        uid, gid, groups_of, _ = fs_creds(self.pid)
+        uid, gid, groups_of, caps = fs_creds(self.pid)
         if (uid, gid) == (0, 0):
+            if caps & _MY_CAPS != _MY_CAPS:     # a root that dropped some
+                _set_effective_caps(caps & _MY_CAPS)
+                self.caps = True
             return self
         import ctypes
         arr = (ctypes.c_uint * max(len(groups_of), 1))(*groups_of)
@@ -184,6 +201,8 @@ class acting_as:
         return self
 
     def __exit__(self, *exc):
+        if self.caps:
+            _set_effective_caps(_MY_CAPS)
         if self.active:
             _syscall(SYS_SETFSUID, 0)
             _syscall(SYS_SETFSGID, 0)
