@@ -209,3 +209,22 @@ def test_root_without_capabilities_gets_no_more_in_the_view(vu, tdir):
         cat {tdir}/view/secret/l
         """)
     assert res.lines == ["Permission denied"] * 3 + ["0123456789"], res
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a root session")
+def test_walk_outside_mounts_is_the_callers(vu, tdir):
+    """In a root session, a nobody process cannot follow a link that lies in
+    a root-only host directory, even when the link leads into a mount."""
+    src = make_src(tdir)
+    os.chmod(tdir, 0o755)
+    os.makedirs(f"{tdir}/private")
+    os.symlink(f"{tdir}/view/f", f"{tdir}/private/link")
+    os.chmod(f"{tdir}/private", 0o700)
+    res = vu(f"""\
+        vu_insmod vufs
+        vumount -t vufs {src} {tdir}/view || echo MOUNT-FAILED
+        setpriv --reuid {NOBODY} --regid {NOBODY} --clear-groups \\
+            cat {tdir}/private/link 2>&1 | sed 's/.*: //'
+        cat {tdir}/private/link
+        """)
+    assert res.lines == ["Permission denied", "0123456789"], res

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 
 
 def status(pid: int) -> dict[str, str]:
@@ -178,14 +179,23 @@ class acting_as:
     credentials are its own, and this does nothing.
     """
 
+    #: the identity this thread borrows now: nested uses for the same
+    #: process (the walk, then a service's work) change nothing
+    _current = threading.local()
+
     def __init__(self, pid: int):
         self.pid = pid
         self.active = False
         self.caps = False
+        self.nested = False
 
     def __enter__(self):
         if os.geteuid() != 0 or not self.pid:
             return self
+        if getattr(self._current, "pid", None) == self.pid:
+            self.nested = True
+            return self
+        self._current.pid = self.pid
         uid, gid, groups_of, caps = fs_creds(self.pid)
         if (uid, gid) == (0, 0):
             if caps & _MY_CAPS != _MY_CAPS:     # a root that dropped some
@@ -201,6 +211,9 @@ class acting_as:
         return self
 
     def __exit__(self, *exc):
+        if self.nested or os.geteuid() != 0 or not self.pid:
+            return False
+        self._current.pid = None
         if self.caps:
             _set_effective_caps(_MY_CAPS)
         if self.active:

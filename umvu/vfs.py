@@ -337,8 +337,9 @@ class Vfs:
             if found is None:
                 return None             # bad dirfd: the kernel says why
             start, virtual = found
-        res = self.walker.resolve(path, start, st.fs.root, follow,
-                                  stop.process.pid, **kw)
+        with procinfo.acting_as(stop.process.pid):  # the walk is the caller's
+            res = self.walker.resolve(path, start, st.fs.root, follow,
+                                      stop.process.pid, **kw)
         res.touched = res.touched or virtual
         return res
 
