@@ -70,10 +70,8 @@ struct umvu_nrinfo {
 };
 extern struct umvu_nrinfo umvu_nrinfo[512];
 
-/* per-thread flags (umvu_set_thread) */
-#define UMVU_TF_CWD 1           /* cwd is virtual                              */
-#define UMVU_TF_VFDS 2          /* the fd table holds virtual descriptors      */
-                                /* (which ones: the list of umvu_set_thread)   */
+/* per-thread flags (umvu_set_thread); a cwd below a mount shows in the
+ * cwd itself, mirrored descriptors in the list */
 #define UMVU_TF_PYTHON 4        /* always ask Python (chroot...)               */
 #define UMVU_TF_NOMAP 8         /* its rights differ from the hypervisor's: no */
                                 /* walk below a bind in C (umvu_set_mounts)    */

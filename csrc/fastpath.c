@@ -569,13 +569,11 @@ int umvu_fast_rewrite(int tid, unsigned long sp)
             *reg(&regs, rw_at) = (unsigned long)(long)UMVU_AT_FDCWD;
         }
     }
+    int ok = e && umvu_setregs(tid, &regs) == 0;
+    if (e && !ok)
+        e->pending = 0;
     pthread_mutex_unlock(&table_lock);
-    if (!e || umvu_setregs(tid, &regs) < 0) {
-        if (e)
-            e->pending = 0;
-        return -1;
-    }
-    return 0;
+    return ok ? 0 : -1;
 }
 
 /* At a syscall-exit stop: put back what umvu_fast_rewrite changed (the

@@ -41,6 +41,22 @@ print(os.stat("g", dir_fd=fd).st_size, os.readlink("rel", dir_fd=fd),
 """
 
 
+#: these compare a session started by root with a process in it that gave
+#: up root's rights; a runner that is not root cannot start such a session
+ROOT_SESSION = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs a session started by root (CI runs as root)")
+
+
+def hidden_link(top: str, directory: str, target: str, owner: int = 0) -> str:
+    """A link to target in a 0700 directory of owner; returns the link."""
+    os.chmod(top, 0o755)
+    os.makedirs(directory)
+    os.symlink(target, f"{directory}/link")
+    os.chown(directory, owner, owner)
+    os.chmod(directory, 0o700)
+    return f"{directory}/link"
+
+
 def make_src(top: str) -> str:
     src = f"{top}/src"
     write(f"{src}/f", "0123456789\n")
@@ -106,15 +122,12 @@ def test_nested_mount_and_except_below_a_bind(vu, tdir):
     assert not os.path.exists(f"{src}/d")
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs a root session")
+@ROOT_SESSION
 def test_root_session_walk_does_not_lend_root_rights(vu, tdir):
     """In a root session a process that dropped to 65534 must not see
     through a symlink inside a directory it cannot search."""
     src = make_src(tdir)
-    os.chmod(tdir, 0o755)
-    os.makedirs(f"{src}/secret")
-    os.symlink(f"{tdir}/other/o", f"{src}/secret/link")
-    os.chmod(f"{src}/secret", 0o700)
+    hidden_link(tdir, f"{src}/secret", f"{tdir}/other/o")
     res = vu(f"""\
         vu_insmod vufs
         vumount -t vufs {src} {tdir}/view || echo MOUNT-FAILED
@@ -188,38 +201,31 @@ def test_cow_stat_calls_see_the_layers(vu, tdir):
     assert os.stat(f"{lower}/modes").st_mode & 0o777 == 0o644
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs a root session")
+@ROOT_SESSION
 def test_root_without_capabilities_gets_no_more_in_the_view(vu, tdir):
     """A root process that dropped CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH
     cannot search another user's 0700 directory natively: nor below a bind,
     neither in the C walk nor in Python's."""
     src = make_src(tdir)
-    os.chmod(tdir, 0o755)
-    os.makedirs(f"{src}/secret")
-    os.symlink("../f", f"{src}/secret/l")
-    os.chown(f"{src}/secret", 1000, 1000)
-    os.chmod(f"{src}/secret", 0o700)
+    hidden_link(tdir, f"{src}/secret", "../f", owner=1000)
     res = vu(f"""\
         vu_insmod vufs
         vumount -t vufs {src} {tdir}/view || echo MOUNT-FAILED
         setpriv --bounding-set=-dac_override,-dac_read_search -- bash -c '
-            stat -L -c %s {tdir}/view/secret/l 2>&1 | sed "s/.*: //"
-            cat {tdir}/view/secret/l 2>&1 | sed "s/.*: //"
-            cat {src}/secret/l 2>&1 | sed "s/.*: //"'
-        cat {tdir}/view/secret/l
+            stat -L -c %s {tdir}/view/secret/link 2>&1 | sed "s/.*: //"
+            cat {tdir}/view/secret/link 2>&1 | sed "s/.*: //"
+            cat {src}/secret/link 2>&1 | sed "s/.*: //"'
+        cat {tdir}/view/secret/link
         """)
     assert res.lines == ["Permission denied"] * 3 + ["0123456789"], res
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs a root session")
+@ROOT_SESSION
 def test_walk_outside_mounts_is_the_callers(vu, tdir):
     """In a root session, a nobody process cannot follow a link that lies in
     a root-only host directory, even when the link leads into a mount."""
     src = make_src(tdir)
-    os.chmod(tdir, 0o755)
-    os.makedirs(f"{tdir}/private")
-    os.symlink(f"{tdir}/view/f", f"{tdir}/private/link")
-    os.chmod(f"{tdir}/private", 0o700)
+    hidden_link(tdir, f"{tdir}/private", f"{tdir}/view/f")
     res = vu(f"""\
         vu_insmod vufs
         vumount -t vufs {src} {tdir}/view || echo MOUNT-FAILED

@@ -523,7 +523,8 @@ def test_cow_checks_the_callers_permissions(vu, cow_tree):
     assert not os.path.exists(f"{cow}/.-/f2"), res
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs a root session")
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs a session started by root, "
+                    "to drop its rights in one of its processes (CI runs as root)")
 def test_cow_checks_permissions_after_dropping_them_in_process(vu, cow_tree):
     """A root session remembers whose rights a process has between calls:
     a process that worked as root in the cow view, then dropped to 65534

@@ -269,10 +269,10 @@ class PathService(Service):
     def attach(self) -> None:
         """Called when mounted, once `lower` is set; raise OSError to refuse."""
 
-    def host_dir(self) -> str | tuple[str, str] | None:
-        """The host directory this mount stands for, if every call below it
-        just goes there, unchanged but for the prefix (a plain bind): the C
-        core then walks and rewrites paths below it without asking. Or
+    def host_dir(self) -> tuple[str, str | None] | None:
+        """(host directory, None) when every call below the mount just goes
+        to that directory, unchanged but for the prefix (a plain bind): the
+        C core then walks and rewrites paths below it without asking. Or
         (top, bottom): layers as vufs keeps them (top/.- holds deletions and
         metadata, see docs/vufs.md), for stat-like calls only."""
         return None

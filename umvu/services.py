@@ -53,8 +53,6 @@ class ServiceTable:
             if s.module is None:
                 continue
             dirs = s.host_dir()
-            if isinstance(dirs, str):
-                dirs = (dirs, None)
             if dirs and any(path_under(d, o.target) or path_under(o.target, d)
                             for d in dirs if d for o in self._paths[:i]):
                 dirs = None

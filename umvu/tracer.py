@@ -44,7 +44,7 @@ DEFER = object()
 #: fast-path entry: the C core resumes the call by itself
 FAST_RESUME = (pc.FAST_RESUME, -1, -1, -1, -1, 0, -1, -1, 0)
 #: per-thread flags the view gives the C core (set_thread_view)
-TF_CWD, TF_VFDS, TF_PYTHON, TF_NOMAP = pc.TF_CWD, pc.TF_VFDS, pc.TF_PYTHON, pc.TF_NOMAP
+TF_PYTHON, TF_NOMAP = pc.TF_PYTHON, pc.TF_NOMAP
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -308,7 +308,7 @@ class Tracer:
             if not found:
                 break
             for pid, ppid, tid in found:
-                err = pc.try_ptrace(PTRACE_SEIZE, tid, 0, pc.OPTIONS)
+                err = pc.try_ptrace(pc.PTRACE_SEIZE, tid, 0, pc.OPTIONS)
                 if err < 0:
                     failed.add(tid)
                     if err != -errno.ESRCH and not procinfo.is_dead(tid):
@@ -776,9 +776,6 @@ def _copy_event(ev) -> _SavedEvent:
         setattr(saved, name, tuple(value) if name == "args" else value)
     return saved
 
-
-
-PTRACE_SEIZE = 0x4206
 
 
 def _stranger(tid: int) -> Thread:

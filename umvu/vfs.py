@@ -27,7 +27,7 @@ from .lowerview import LowerView, caller
 from .module import Answer, PathCall, Redirect
 from .pathwalk import MAGIC, Walker
 from .services import path_under as _under
-from .tracer import TF_CWD, TF_NOMAP, TF_PYTHON, TF_VFDS
+from .tracer import TF_NOMAP, TF_PYTHON
 
 log = logging.getLogger("umvu")
 
@@ -192,18 +192,13 @@ class Vfs:
         st = proc.data.get(KEY)
         if st is None:
             return
-        flags = 0
-        if any(_under(st.fs.cwd, m) for m in self.services.mount_points()):
-            flags |= TF_CWD
-        if st.files.fds:
-            flags |= TF_VFDS
-        if st.fs.root != "/":
-            flags |= TF_PYTHON
+        flags = TF_PYTHON if st.fs.root != "/" else 0
         if os.geteuid() == 0 and (getattr(proc, "creds_changed", False) or
                                   not procinfo.has_my_rights(proc.pid)):
             flags |= TF_NOMAP       # the C core's walk would lend it root's rights
-        if flags or st.exe:
-            self.view.tracer.proc_is_virtual()
+        if flags & TF_PYTHON or st.files.fds or st.exe or any(
+                _under(st.fs.cwd, m) for m in self.services.mount_points()):
+            self.view.tracer.proc_is_virtual()  # its /proc/PID/{root,fd,exe,cwd}
         fds = [fd for fd, _ in st.files]
         for tid in proc.threads:
             self.view.tracer.set_thread_view(tid, proc.pid, flags, st.fs.cwd, fds)

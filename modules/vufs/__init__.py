@@ -59,7 +59,7 @@ class VufsService(PathService):
         if self.opts.excepts or not self.source.startswith("/"):
             return None
         if self.opts.mode in ("bind", "move"):
-            return None if self.opts.ro else self.source
+            return None if self.opts.ro else (self.source, None)
         return (self.source, self.target)   # merge, cow, mincow: layers
 
     def confirm(self, path: str) -> bool:
