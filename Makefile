@@ -6,17 +6,35 @@ PYTEST_ARGS ?=
 # Debian packages umvu, its tests and its benchmarks need
 DEB_PACKAGES = python3-venv python3-dev gcc libc6-dev libffi-dev libseccomp2 libseccomp-dev \
 	e2fsprogs fuse2fs fusefat fuseiso squashfuse fuse-zip exfat-fuse \
-	dosfstools mtools squashfs-tools xorriso zip exfatprogs \
-	proot fakeroot xvfb xterm x11-utils util-linux procps tar
+	dosfstools mtools fdisk squashfs-tools xorriso zip exfatprogs \
+	proot fakeroot xvfb xterm x11-utils util-linux procps tar qemu-user-static
 
-.PHONY: run test bench deps venv clean check-cpython docs
+.PHONY: run test bench deps venv clean check-cpython docs foreign
 
 # the helper commands (vu_insmod, vumount, vusu...) are found inside the view
 run: venv
 	@PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/umvu $(if $(strip $(CMD)),-- sh -c '$(CMD)')
 
 test: venv
+	@$(MAKE) -s foreign || echo "warning: no foreign busybox; its vubinfmt test will be skipped"
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) tests
+
+# A foreign static binary for the vubinfmt tests (qemu-user-static runs it):
+# Debian's arm64 busybox-static, fetched by apt into build/foreign with
+# lists of its own (the machine's apt state and architectures untouched)
+FOREIGN = build/foreign/busybox-arm64
+FOREIGN_APT = apt-get -q -o APT::Architectures::=amd64 -o APT::Architectures::=arm64 \
+	-o Dir::State::Lists=$(abspath build/foreign/lists) -o Dir::Cache::pkgcache= \
+	-o Dir::Cache::srcpkgcache= -o APT::Sandbox::User=$$(id -un) -o Debug::NoLocking=1
+foreign: $(FOREIGN)
+$(FOREIGN):
+	@mkdir -p build/foreign/lists/partial
+	@echo "fetching Debian's busybox-static:arm64 for the vubinfmt tests"
+	$(FOREIGN_APT) update >/dev/null
+	cd build/foreign && $(FOREIGN_APT) download busybox-static:arm64 >/dev/null
+	dpkg-deb --fsys-tarfile build/foreign/busybox-static_*_arm64.deb | tar -xO ./bin/busybox > $@.tmp
+	chmod 755 $@.tmp && mv $@.tmp $@
+	rm -rf build/foreign/lists build/foreign/*.deb
 
 bench: venv
 	$(VENV)/bin/python bench/run.py $(if $(PROOT),--proot $(PROOT))

@@ -1,9 +1,13 @@
-"""cffi builder for umvu._core (API mode: calls release the GIL)."""
+"""cffi builder for umvu._core (API mode: calls release the GIL).
+
+core.h is the whole interface (cdef); each C file holds one concern of the
+core (see core.h)."""
 import os
 
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCES = ["wait.c", "fastpath.c", "tracee.c", "spawn.c"]
 
 ffibuilder = FFI()
 with open(os.path.join(HERE, "core.h")) as header:
@@ -12,7 +16,8 @@ with open(os.path.join(HERE, "core.h")) as header:
 ffibuilder.set_source(
     "umvu._core",
     '#include "core.h"',
-    sources=[os.path.join("csrc", "core.c"), os.path.join("csrc", "fastpath.c")],
+    sources=[os.path.join("csrc", name) for name in SOURCES],
+    depends=[os.path.join("csrc", name) for name in ("core.h", "fastpath.h")],
     include_dirs=[HERE],
     extra_compile_args=["-O2", "-Wall"],
 )

@@ -1,8 +1,22 @@
 /* umvu C core: the parts of the tracer that run on every stop.
  *
- * Python owns policy; this file owns the wait loop, register and memory
+ * Python owns policy; the C core owns the wait loop, register and memory
  * access, and the decision "nobody wants this call: resume it" so that such
  * stops never take the GIL.  Everything here is x86_64 Linux.
+ *
+ * This header is all Python sees of it (csrc/build_core.py hands it to
+ * cffi's cdef, so it holds only what cdef parses; umvu/ccore.py is its
+ * Python face). Its state is set through the functions below, never by
+ * assigning C variables. One concern a file, dependencies one way:
+ *
+ *   wait.c      the wait loop: ptrace stops, seccomp notifications, pokes;
+ *               process events into the journal      -> fastpath.c, tracee.c
+ *   fastpath.c  "this call reaches nothing virtual": per-syscall rows,
+ *               threads, mounts, the walk below binds -> tracee.c
+ *   tracee.c    a stopped thread's registers and memory
+ *   spawn.c     starting a process of the view
+ *
+ * fastpath.h declares what wait.c asks of fastpath.c (not seen by Python).
  */
 
 struct umvu_regs {              /* same layout as struct user_regs_struct */
@@ -10,6 +24,8 @@ struct umvu_regs {              /* same layout as struct user_regs_struct */
         rdx, rsi, rdi, orig_rax, rip, cs, eflags, rsp, ss, fs_base, gs_base,
         ds, es, fs, gs;
 };
+
+/* ---- wait.c: the wait loop ------------------------------------------- */
 
 /* kinds of event returned by umvu_wait */
 #define UMVU_EV_SECCOMP      1  /* seccomp RET_TRACE stop: nr/args valid      */
@@ -45,74 +61,6 @@ struct umvu_event {
     long rval;                  /* syscall-exit-stop                         */
 };
 
-/* Fast-path table, indexed by syscall number (0..UMVU_NR_MAX-1), filled by
- * Python from the syscall table: what to do at a seccomp stop when Python
- * need not see the call. Numbers outside the table (including the negative
- * control calls) always go to Python. */
-#define UMVU_NR_MAX 512
-#define UMVU_PATH_MAX 4096
-#define UMVU_AT_FDCWD -100
-#define UMVU_FAST_PYTHON 0      /* hand the stop to Python                    */
-#define UMVU_FAST_RESUME 1      /* nobody owns it any more: let kernel run it */
-#define UMVU_FAST_PATH 2        /* resume unless a path could be virtual      */
-#define UMVU_FAST_FD 3          /* resume unless the thread has virtual fds   */
-#define UMVU_FOLLOW_ALWAYS 0
-#define UMVU_FOLLOW_NEVER 1
-#define UMVU_FOLLOW_AT 2        /* unless AT_SYMLINK_NOFOLLOW in follow_arg   */
-#define UMVU_FOLLOW_O 3         /* unless O_NOFOLLOW in follow_arg            */
-struct umvu_nrinfo {
-    signed char kind, path, at, path2, at2, follow, follow_arg, empty;
-    signed char rewrite;        /* a path below a rewritable mount may be
-                                   rewritten to its host path by the C core:
-                                   1 a stat-like call, 2 one that changes a
-                                   file, 3 one that makes or removes a name
-                                   (a trailing slash follows no link); 0 not */
-};
-extern struct umvu_nrinfo umvu_nrinfo[512];
-
-/* per-thread flags (umvu_set_thread); a cwd below a mount shows in the
- * cwd itself, mirrored descriptors in the list */
-#define UMVU_TF_PYTHON 4        /* always ask Python (chroot...)               */
-#define UMVU_TF_NOMAP 8         /* its rights differ from the hypervisor's: no */
-                                /* walk below a bind in C (umvu_set_mounts)    */
-extern int umvu_proc_virtual;
-extern unsigned long umvu_fast_resumed, umvu_fast_paths, umvu_fast_fds;
-
-int umvu_set_thread(int tid, int tgid, int flags, const char *cwd,
-                    const int *low, int nlow);
-void umvu_forget_thread(int tid);
-/* mount points in mount order; sources[i]: the host directory a path below
- * paths[i] stands for (a plain bind), or NULL: Python answers below it;
- * bottoms[i] too: layers (vufs cow...), sources[i] the top one, whose
- * SOURCE/.- holds deletions and metadata: C answers only stat-like calls */
-int umvu_set_mounts(char **paths, char **sources, char **bottoms, int n);
-/* at a seccomp stop: 0 ask Python, 1 resume, 2 rewrite (umvu_fast_rewrite) */
-int umvu_fast_decide(int tid, long nr, const unsigned long *args);
-/* after umvu_fast_decide said 2: point the argument at the host path; the
- * thread is resumed to its exit stop, where umvu_fast_restore puts the
- * registers back. Return 0 when done (else: ask Python). */
-int umvu_fast_rewrite(int tid, unsigned long sp);
-int umvu_fast_restore(int tid);
-extern unsigned long umvu_spin_ns;        /* poll this long before sleeping */
-
-/* Process events handled in C while umvu_fast_events is set (no filter
- * injection pending), written here for Python to replay in order. */
-#define UMVU_JOURNAL_MAX 256
-struct umvu_journal_entry {
-    int kind;                   /* UMVU_EV_CLONE, _EXEC or _EXITED */
-    int tid;
-    int status;
-    unsigned long msg;
-    unsigned long flags;        /* clone flags */
-};
-extern struct umvu_journal_entry umvu_journal[256];
-extern int umvu_journal_len;
-extern int umvu_fast_events;
-extern int umvu_early_pending;  /* Python keeps stops of unannounced children */
-extern int umvu_watch_pid;      /* its exit returns to Python...             */
-extern int umvu_wake_on_exits;  /* ...and every exit, while this is set      */
-
-unsigned long umvu_clone_flags(int tid);
 /* Wait for the next event: a ptrace stop or exit, a seccomp notification on
  * one of the listeners, or a poke. timeout_us < 0: no timeout. -EAGAIN on a
  * timeout or a poke, -ECHILD when no child is left. */
@@ -122,7 +70,106 @@ int umvu_wait_init(void);       /* once, before any other thread exists */
 int umvu_add_listener(int fd);
 /* answer a notification: cont = let the kernel run the call */
 int umvu_notif_reply(int fd, unsigned long long id, long result, int cont);
+/* wait for one thread only (while running code inside it): no fast path */
 int umvu_wait_tid(int tid, struct umvu_event *ev);
+unsigned long umvu_clone_flags(int tid);
+
+/* a tracer that sleeps is woken through an idle CPU: poll this long first */
+void umvu_set_spin(unsigned long ns);
+
+/* Process events handled in C while fast events are on (no filter
+ * injection pending), written to a journal Python replays in order. */
+#define UMVU_JOURNAL_MAX 256
+struct umvu_journal_entry {
+    int kind;                   /* UMVU_EV_CLONE, _EXEC or _EXITED */
+    int tid;
+    int status;
+    unsigned long msg;
+    unsigned long flags;        /* clone flags */
+};
+void umvu_set_fast_events(int on);
+/* Before each umvu_wait: the exit of watch_pid returns to Python, and every
+ * exit while wake_on_exits; early_pending: Python keeps stops of children it
+ * has not met, so a clone that may introduce them returns too. */
+void umvu_set_watch(int watch_pid, int wake_on_exits, int early_pending);
+/* move up to max journal entries to out, oldest first; their number */
+int umvu_journal_take(struct umvu_journal_entry *out, int max);
+
+/* ---- fastpath.c: calls that reach nothing virtual ---------------------- */
+
+/* One row per syscall number (0..UMVU_NR_MAX-1), built by Python from the
+ * syscall table (ccore.FastRow): what to do at a seccomp stop when Python
+ * need not see the call. Numbers outside the table (including the negative
+ * control calls) always go to Python. */
+#define UMVU_NR_MAX 512
+#define UMVU_PATH_MAX 4096
+#define UMVU_AT_FDCWD -100
+#define UMVU_FAST_PYTHON 0      /* hand the stop to Python                    */
+#define UMVU_FAST_RESUME 1      /* nobody owns it any more: let kernel run it */
+#define UMVU_FAST_PATH 2        /* resume unless a path could be virtual      */
+#define UMVU_FAST_FD 3          /* resume unless a descriptor argument is one
+                                   the view mirrors for the thread          */
+#define UMVU_FOLLOW_ALWAYS 0
+#define UMVU_FOLLOW_NEVER 1
+#define UMVU_FOLLOW_AT 2        /* unless AT_SYMLINK_NOFOLLOW in follow_arg   */
+#define UMVU_FOLLOW_O 3         /* unless O_NOFOLLOW in follow_arg            */
+struct umvu_fast_row {
+    signed char kind;           /* UMVU_FAST_*                                */
+    signed char path, at;       /* argument indexes, -1 none; FAST_FD: path   */
+    signed char path2, at2;     /* and path2 are descriptor arguments        */
+    signed char follow;         /* UMVU_FOLLOW_* for the last component       */
+    signed char follow_arg;     /* the flags argument FOLLOW_AT/_O look at    */
+    signed char empty;          /* the flags argument with AT_EMPTY_PATH      */
+    signed char rewrite;        /* a path below a rewritable mount may be
+                                   rewritten to its host path by the C core:
+                                   1 a stat-like call, 2 one that changes a
+                                   file, 3 one that makes or removes a name
+                                   (a trailing slash follows no link); 0 not */
+};
+/* rows[nr] for nr < n, the rest UMVU_FAST_PYTHON */
+int umvu_set_fast_rows(const struct umvu_fast_row *rows, int n);
+
+/* per-thread flags (umvu_set_thread); a cwd below a mount shows in the
+ * cwd itself, mirrored descriptors in the list */
+#define UMVU_TF_PYTHON 4        /* always ask Python (chroot...)               */
+#define UMVU_TF_NOMAP 8         /* its rights differ from the hypervisor's: no */
+                                /* walk below a bind in C (umvu_set_mounts)    */
+int umvu_set_thread(int tid, int tgid, int flags, const char *cwd,
+                    const int *low, int nlow);
+void umvu_forget_thread(int tid);
+/* some process's /proc/PID/{cwd,root,exe,fd} differ from the kernel's */
+void umvu_set_proc_virtual(int on);
+
+/* A mount point, and how far the C core may walk below it. host NULL:
+ * Python answers every path below. bottom NULL: a plain bind (a path below
+ * stands for the same name under host). Else layers, for stat-like calls
+ * only: a name is shown from host (the top layer) if it has it, else from
+ * bottom, unless the top's bookkeeping says otherwise, which the mount's
+ * layer protocol describes:
+ *   host/store/P, a regular file: P was deleted (and all below it);
+ *   host/store/P<meta_suffix> exists: P has metadata of its own;
+ *   host/store itself is the bookkeeping (never shown).
+ * Both the store's name and the suffix are needed to walk layers. */
+struct umvu_mount {
+    const char *path;
+    const char *host;
+    const char *bottom;
+    const char *store;
+    const char *meta_suffix;
+};
+/* the mounts in mount order (a newer one below an older one comes later) */
+int umvu_set_mounts(const struct umvu_mount *mounts, int n);
+
+/* what the fast path has done since the start */
+struct umvu_stats {
+    unsigned long resumed;      /* seccomp stops resumed without Python */
+    unsigned long paths;        /* path calls decided in C */
+    unsigned long fds;          /* descriptor calls decided in C */
+};
+void umvu_get_stats(struct umvu_stats *out);
+
+/* ---- tracee.c: registers and memory of a stopped thread ----------------- */
+
 long umvu_ptrace(int req, int tid, unsigned long addr, unsigned long data);
 int umvu_getregs(int tid, struct umvu_regs *regs);
 int umvu_setregs(int tid, const struct umvu_regs *regs);
@@ -130,6 +177,9 @@ int umvu_set_result(int tid, long result);    /* skip the call at a seccomp stop
 long umvu_read(int tid, unsigned long addr, void *buf, unsigned long len);
 long umvu_write(int tid, unsigned long addr, const void *buf, unsigned long len);
 long umvu_read_str(int tid, unsigned long addr, char *buf, unsigned long max);
+
+/* ---- spawn.c: a new process of the view --------------------------------- */
+
 /* notif_filter is installed first, with a listener (returned in *listener);
  * then filter, if filter_len; the child is PTRACE_SEIZEd only if
  * ptrace_options is not 0 */

@@ -10,7 +10,9 @@
  * nothing else to decide) the walk goes on in the host directory, and a call
  * that does not open a descriptor is rewritten to the host path here: the
  * path is written below the tracee's stack, the argument register pointed at
- * it, and put back at the call's exit stop.
+ * it, and put back at the call's exit stop. Below layers (a cow mount)
+ * stat-like calls are walked too, by the layer protocol the mount comes
+ * with (struct umvu_mount): the C core knows no module's on-disk format.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -24,6 +26,7 @@
 #include <sys/stat.h>
 
 #include "core.h"
+#include "fastpath.h"
 
 #define TABLE_SIZE 8192             /* threads; power of two */
 #define MAXSYMLINKS 40
@@ -42,23 +45,55 @@ struct thread_entry {
     unsigned long psave[2];
 };
 
-struct umvu_nrinfo umvu_nrinfo[UMVU_NR_MAX];
-int umvu_proc_virtual;              /* some process has virtual cwd/fd/exe */
-unsigned long umvu_fast_paths, umvu_fast_fds;
+/* a mount as umvu_set_mounts keeps it: own copies of the strings */
+struct mount {
+    char *path;
+    size_t len;
+    char *host;                     /* the host directory, or NULL */
+    char *bottom;                   /* layers: the bottom one, else NULL */
+    char *store;                    /* layers: the top's bookkeeping... */
+    size_t store_len;
+    char *meta_suffix;              /* ...and its suffix of metadata files */
+};
 
 /* Python's worker threads update the tables while the tracer's thread
  * reads them in the wait loop. */
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct umvu_fast_row rows[UMVU_NR_MAX];
+static int proc_virtual;            /* some process has virtual cwd/fd/exe */
+static struct umvu_stats stats;
 static struct thread_entry threads[TABLE_SIZE];
-static char **mounts;
-static size_t *mount_len;
-static char **sources;              /* per mount: host directory, or NULL */
-static char **bottoms;              /* per layered mount: the bottom layer */
+static struct mount *mounts;
 static int nmounts;
 
 /* what fast_decide said to rewrite: argument, its dirfd, the host path */
 static int rw_arg, rw_at;
 static char rw_path[UMVU_PATH_MAX + 1];
+
+int umvu_set_fast_rows(const struct umvu_fast_row *given, int n)
+{
+    if (n < 0 || n > UMVU_NR_MAX)
+        return -EINVAL;
+    pthread_mutex_lock(&table_lock);
+    memset(rows, 0, sizeof rows);   /* UMVU_FAST_PYTHON */
+    memcpy(rows, given, sizeof *rows * (size_t)n);
+    pthread_mutex_unlock(&table_lock);
+    return 0;
+}
+
+void umvu_set_proc_virtual(int on)
+{
+    pthread_mutex_lock(&table_lock);
+    proc_virtual = on;
+    pthread_mutex_unlock(&table_lock);
+}
+
+void umvu_get_stats(struct umvu_stats *out)
+{
+    pthread_mutex_lock(&table_lock);
+    *out = stats;
+    pthread_mutex_unlock(&table_lock);
+}
 
 static unsigned slot(int tid)
 {
@@ -131,56 +166,82 @@ void umvu_forget_thread(int tid)
     pthread_mutex_unlock(&table_lock);
 }
 
-static int set_mounts(char **paths, char **srcs, char **bots, int n);
+static int set_mounts(const struct umvu_mount *given, int n);
 
-int umvu_set_mounts(char **paths, char **srcs, char **bots, int n)
+int umvu_set_mounts(const struct umvu_mount *given, int n)
 {
     pthread_mutex_lock(&table_lock);
-    int r = set_mounts(paths, srcs, bots, n);
+    int r = set_mounts(given, n);
     pthread_mutex_unlock(&table_lock);
     return r;
 }
 
-static char *dup_or_null(const char *s)
-{
-    return s ? strdup(s) : NULL;
-}
-
-static int set_mounts(char **paths, char **srcs, char **bots, int n)
+static void free_mounts(void)
 {
     for (int i = 0; i < nmounts; i++) {
-        free(mounts[i]);
-        free(sources[i]);
-        free(bottoms[i]);
+        free(mounts[i].path);
+        free(mounts[i].host);
+        free(mounts[i].bottom);
+        free(mounts[i].store);
+        free(mounts[i].meta_suffix);
     }
     free(mounts);
-    free(mount_len);
-    free(sources);
-    free(bottoms);
+    mounts = NULL;
+    nmounts = 0;
+}
+
+static char *dup_or_null(const char *s, int *failed)
+{
+    char *copy = s ? strdup(s) : NULL;
+    if (s && !copy)
+        *failed = 1;
+    return copy;
+}
+
+static int set_mounts(const struct umvu_mount *given, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (!given[i].path)
+            return -EINVAL;
+    free_mounts();
     mounts = calloc((size_t)n + 1, sizeof *mounts);
-    mount_len = calloc((size_t)n + 1, sizeof *mount_len);
-    sources = calloc((size_t)n + 1, sizeof *sources);
-    bottoms = calloc((size_t)n + 1, sizeof *bottoms);
-    if (!mounts || !mount_len || !sources || !bottoms) {
-        nmounts = 0;
+    if (!mounts)
+        return -ENOMEM;
+    int failed = 0;
+    for (int i = 0; i < n; i++) {
+        const struct umvu_mount *g = &given[i];
+        struct mount *m = &mounts[i];
+        nmounts = i + 1;            /* freed on failure */
+        m->path = dup_or_null(g->path, &failed);
+        m->len = m->path ? strlen(m->path) : 0;
+        m->host = dup_or_null(g->host, &failed);
+        /* layers are walked only with their whole protocol */
+        if (m->host && g->bottom) {
+            if (!g->store || !*g->store || strchr(g->store, '/') ||
+                !g->meta_suffix || !*g->meta_suffix) {
+                free(m->host);
+                m->host = NULL;
+                continue;
+            }
+            m->bottom = dup_or_null(g->bottom, &failed);
+            m->store = dup_or_null(g->store, &failed);
+            m->store_len = strlen(g->store);
+            m->meta_suffix = dup_or_null(g->meta_suffix, &failed);
+        }
+    }
+    if (failed) {
+        free_mounts();
         return -ENOMEM;
     }
-    for (int i = 0; i < n; i++) {
-        mounts[i] = strdup(paths[i]);
-        mount_len[i] = strlen(paths[i]);
-        sources[i] = dup_or_null(srcs[i]);
-        bottoms[i] = sources[i] ? dup_or_null(bots[i]) : NULL;
-    }
-    nmounts = n;
     return 0;
 }
 
 static int covers(int i, const char *path, size_t len)
 {
-    size_t m = mount_len[i];
-    if (m == 1 && mounts[i][0] == '/')
+    size_t m = mounts[i].len;
+    if (m == 1 && mounts[i].path[0] == '/')
         return 1;
-    return len >= m && memcmp(path, mounts[i], m) == 0 &&
+    return len >= m && memcmp(path, mounts[i].path, m) == 0 &&
            (path[m] == '/' || path[m] == '\0');
 }
 
@@ -196,7 +257,7 @@ static int covering(const char *path, size_t len)
 static int is_mount_point(const char *path)
 {
     for (int i = 0; i < nmounts; i++)
-        if (strcmp(path, mounts[i]) == 0)
+        if (strcmp(path, mounts[i].path) == 0)
             return 1;
     return 0;
 }
@@ -210,30 +271,34 @@ static int join_host(char *out, size_t size, const char *dir, const char *rel)
     return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
-/* Which layer of layered mount m shows rel, as vufs's Layers.where does:
- * the top one if it has rel, else the bottom one. -1 (ask Python): rel is
- * the bookkeeping itself, deleted, or has metadata of its own. */
-static int layer_of(int m, const char *rel, char *out, size_t size)
+/* Which layer of layered mount m shows rel ("" or "/..."): the top one if
+ * it has rel, else the bottom one, by the mount's layer protocol (struct
+ * umvu_mount). -1 (ask Python): rel is the bookkeeping itself, deleted, or
+ * has metadata of its own. */
+static int layer_of(const struct mount *m, const char *rel, char *out, size_t size)
 {
-    char store[UMVU_PATH_MAX + 8];
+    char book[2 * UMVU_PATH_MAX];
     struct stat st;
-    if (strncmp(rel, "/.-", 3) == 0 && (rel[3] == '/' || !rel[3]))
+    const char *after = rel + 1 + m->store_len;
+    if (rel[0] == '/' && strncmp(rel + 1, m->store, m->store_len) == 0 &&
+        (*after == '/' || !*after))
         return -1;
-    if (snprintf(store, sizeof store, "%s/.-%s", strcmp(sources[m], "/") ? sources[m] : "",
-                 rel) >= (int)sizeof store - 1)
+    int n = snprintf(book, sizeof book, "%s/%s%s", strcmp(m->host, "/") ? m->host : "",
+                     m->store, rel);
+    if (n < 0 || (size_t)n + strlen(m->meta_suffix) >= sizeof book)
         return -1;
-    if (stat(store, &st) == 0 ? S_ISREG(st.st_mode) : errno != ENOENT)
+    if (stat(book, &st) == 0 ? S_ISREG(st.st_mode) : errno != ENOENT)
         return -1;                  /* a whiteout, or below one (ENOTDIR) */
-    strcat(store, "\x7f");
-    if (lstat(store, &st) == 0 || errno != ENOENT)
+    strcat(book, m->meta_suffix);
+    if (lstat(book, &st) == 0 || errno != ENOENT)
         return -1;                  /* metadata the host file cannot carry */
-    if (join_host(out, size, sources[m], rel) < 0)
+    if (join_host(out, size, m->host, rel) < 0)
         return -1;
     if (lstat(out, &st) == 0)
         return 0;
     if (errno != ENOENT)
         return -1;
-    return join_host(out, size, bottoms[m], rel);
+    return join_host(out, size, m->bottom, rel);
 }
 
 /* The host path of a view path below mount m (m < 0: the path itself).
@@ -241,11 +306,14 @@ static int layer_of(int m, const char *rel, char *out, size_t size)
  * layered mount's path Python must see. */
 static int host_of(int m, const char *view, char *out, size_t size)
 {
-    const char *rel = m < 0 ? view : mount_len[m] == 1 ? view : view + mount_len[m];
-    if (m >= 0 && bottoms[m] ? layer_of(m, rel, out, size) < 0
-                             : join_host(out, size, m < 0 ? "" : sources[m], rel) < 0)
+    if (m < 0)
+        return join_host(out, size, "", view);
+    const struct mount *mt = &mounts[m];
+    const char *rel = mt->len == 1 ? view : view + mt->len;
+    if (mt->bottom ? layer_of(mt, rel, out, size) < 0
+                   : join_host(out, size, mt->host, rel) < 0)
         return -1;
-    if (m >= 0 && strncmp(out, "/proc", 5) == 0 && (out[5] == '/' || !out[5]))
+    if (strncmp(out, "/proc", 5) == 0 && (out[5] == '/' || !out[5]))
         return -1;
     return 0;
 }
@@ -259,7 +327,7 @@ static int proc_special(const char *path)
     const char *last = strrchr(path, '/') + 1;
     if (strcmp(last, "mounts") == 0 || strcmp(last, "mountinfo") == 0)
         return nmounts > 0;
-    if (!umvu_proc_virtual)
+    if (!proc_virtual)
         return 0;
     return strstr(path, "/cwd") || strstr(path, "/root") || strstr(path, "/exe") ||
            strstr(path, "/fd");
@@ -322,7 +390,8 @@ static int walk_end(int mapped, const char *view, const char *path, char *host)
  * stat-like calls (the rest may copy up: Python's). */
 static int walkable(const struct thread_entry *t, int m, int rewrite)
 {
-    return sources[m] && !(t->flags & UMVU_TF_NOMAP) && (!bottoms[m] || rewrite == 1);
+    return mounts[m].host && !(t->flags & UMVU_TF_NOMAP) &&
+           (!mounts[m].bottom || rewrite == 1);
 }
 
 static int path_decide(const struct thread_entry *t, int dirfd, const char *path,
@@ -464,10 +533,12 @@ static int fast_decide(int tid, long nr, const unsigned long *args);
 /* Called at a seccomp stop: 1 when the call can run in the kernel untouched. */
 int umvu_fast_decide(int tid, long nr, const unsigned long *args)
 {
-    if (nr < 0 || nr >= UMVU_NR_MAX || umvu_nrinfo[nr].kind == UMVU_FAST_PYTHON)
+    if (nr < 0 || nr >= UMVU_NR_MAX || rows[nr].kind == UMVU_FAST_PYTHON)
         return 0;
     pthread_mutex_lock(&table_lock);
     int r = fast_decide(tid, nr, args);
+    if (r == 1)
+        stats.resumed++;
     pthread_mutex_unlock(&table_lock);
     return r;
 }
@@ -476,7 +547,7 @@ static int fast_decide(int tid, long nr, const unsigned long *args)
 {
     if (nr < 0 || nr >= UMVU_NR_MAX)
         return 0;
-    const struct umvu_nrinfo *info = &umvu_nrinfo[nr];
+    const struct umvu_fast_row *info = &rows[nr];
     if (info->kind == UMVU_FAST_RESUME)
         return 1;
     if (info->kind != UMVU_FAST_PATH && info->kind != UMVU_FAST_FD)
@@ -488,7 +559,7 @@ static int fast_decide(int tid, long nr, const unsigned long *args)
         if ((info->path >= 0 && !fd_is_plain(t, (int)args[info->path])) ||
             (info->path2 >= 0 && !fd_is_plain(t, (int)args[info->path2])))
             return 0;
-        umvu_fast_fds++;
+        stats.fds++;
         return 1;
     }
     int paths[2][2] = { { info->path, info->at }, { info->path2, info->at2 } };
@@ -534,7 +605,7 @@ static int fast_decide(int tid, long nr, const unsigned long *args)
             verdict = 2;
         }
     }
-    umvu_fast_paths++;
+    stats.paths++;
     return verdict;
 }
 

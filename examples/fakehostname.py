@@ -21,9 +21,9 @@ class FakeHostname(Module):
     def init(self):
         self.nodename = None
 
-    def mount(self, source, target, fstype, flags, options, caller):
-        self.nodename = source
-        return Service(self, source, target, fstype, flags, options)
+    def mount(self, request):
+        self.nodename = request.source
+        return Service(self, request)
 
     def umount(self, service, flags):
         self.nodename = None

@@ -126,5 +126,5 @@ class MemFs(Module):
     description = "a file system in memory"
     families = ("path",)
 
-    def mount(self, source, target, fstype, flags, options, caller):
-        return MemService(self, source, target, fstype, flags, options)
+    def mount(self, request):
+        return MemService(self, request)

@@ -1,8 +1,13 @@
 """unrealuidgid: virtual user and group ids (a fakeroot for the whole view).
 
-Like VUOS: each process starts with its real ids, keeps its own copy (taken
-at fork, kept at exec) and may set any id, root included, without checks;
-files are still accessed with the real credentials.
+Like VUOS: each process starts with its real ids and keeps its own copy
+(taken at fork, kept at exec); files are still accessed with the real
+credentials. The set*id calls follow the kernel's rules for these virtual
+ids: a process whose virtual effective uid is 0 may set any id, any other
+may only move between its own real, effective and saved ids (EPERM
+otherwise), so programs that check that a privilege drop took (mount,
+ssh... try setuid(0) and insist it fails) work. `vusu` becomes root by
+asking this module (vuctl tag VUCTL_SU), as su does by being setuid root.
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import struct
 
 from umvu.module import Module, syscall
 
-KEEP = 0xffffffff       # (uid_t)-1: "leave unchanged"
 NGROUPS_MAX = 65536
+#: the vuctl tag vusu sends to become root (umvu.control.VUCTL_SU)
+VUCTL_SU = 0x5553
 
 
 @dataclasses.dataclass
@@ -24,29 +30,11 @@ class Ids:
     s: int
     fs: int
 
-    def set_one(self, value: int) -> None:
-        """setuid/setgid: all ids as root, else the effective one."""
-        if self.e == 0:
-            self.r = self.s = value
-        self.e = self.fs = value
-
-    def set_re(self, r: int, e: int) -> None:
-        old_r = self.r
-        if r != KEEP:
-            self.r = r
-        if e != KEEP:
-            self.e = self.fs = e
-        if r != KEEP or (e != KEEP and e != old_r):
-            self.s = self.e
-
-    def set_res(self, r: int, e: int, s: int) -> None:
-        if r != KEEP:
-            self.r = r
-        if e != KEEP:
-            self.e = e
-        if s != KEEP:
-            self.s = s
-        self.fs = self.e
+    def set(self, r: int, e: int, s: int, fs: int) -> None:
+        """setresfuid: -1 leaves an id unchanged; no permission checks."""
+        for name, value in zip("r e s fs".split(), (r, e, s, fs)):
+            if value != -1:
+                setattr(self, name, value)
 
 
 @dataclasses.dataclass
@@ -58,6 +46,22 @@ class Creds:
     def __copy__(self):
         return Creds(dataclasses.replace(self.uid), dataclasses.replace(self.gid),
                      list(self.groups))
+
+    @property
+    def privileged(self) -> bool:
+        """CAP_SETUID and CAP_SETGID, as the kernel gives them to euid 0."""
+        return self.uid.e == 0
+
+    def set(self, ids: Ids, values) -> int:
+        """setres[f]uid/gid: without privilege each id must be one the
+        process has (the fs id may also stay what it is)."""
+        if not self.privileged:
+            allowed = {ids.r, ids.e, ids.s}
+            if not all(v == -1 or v in allowed or (n == 3 and v == ids.fs)
+                       for n, v in enumerate(values)):
+                return -errno.EPERM
+        ids.set(*values)
+        return 0
 
 
 def real_creds(pid: int) -> Creds:
@@ -79,46 +83,25 @@ class UnrealUidGid(Module):
     def new_state(self, pid: int) -> Creds:
         return real_creds(pid)
 
-    def _ids(self, call) -> Ids:
-        return call.state.uid if "uid" in call.name else call.state.gid
+    # virtual calls (umvu.vcalls): the get/set*id family in four handlers,
+    # the kernel's rules for each variant applied by the view, as in VUOS
+    @syscall("getresfuid")
+    def getresfuid(self, call):
+        ids = call.state.uid
+        return ids.r, ids.e, ids.s, ids.fs
 
-    @syscall("getuid", "getgid")
-    def get_real(self, call):
-        return self._ids(call).r
+    @syscall("getresfgid")
+    def getresfgid(self, call):
+        ids = call.state.gid
+        return ids.r, ids.e, ids.s, ids.fs
 
-    @syscall("geteuid", "getegid")
-    def get_effective(self, call):
-        return self._ids(call).e
+    @syscall("setresfuid")
+    def setresfuid(self, call, r, e, s, fs):
+        return call.state.set(call.state.uid, (r, e, s, fs))
 
-    @syscall("getresuid", "getresgid")
-    def getres(self, call):
-        ids = self._ids(call)
-        for addr, value in zip(call.args[:3], (ids.r, ids.e, ids.s)):
-            call.write(addr, struct.pack("I", value))
-        return 0
-
-    @syscall("setuid", "setgid")
-    def set_one(self, call):
-        self._ids(call).set_one(call.args[0] & KEEP)
-        return 0
-
-    @syscall("setreuid", "setregid")
-    def set_re(self, call):
-        self._ids(call).set_re(call.args[0] & KEEP, call.args[1] & KEEP)
-        return 0
-
-    @syscall("setresuid", "setresgid")
-    def set_res(self, call):
-        self._ids(call).set_res(*(a & KEEP for a in call.args[:3]))
-        return 0
-
-    @syscall("setfsuid", "setfsgid")
-    def set_fs(self, call):
-        ids = self._ids(call)
-        old = ids.fs
-        if call.args[0] & KEEP != KEEP:
-            ids.fs = call.args[0] & KEEP
-        return old
+    @syscall("setresfgid")
+    def setresfgid(self, call, r, e, s, fs):
+        return call.state.set(call.state.gid, (r, e, s, fs))
 
     @syscall("getgroups")
     def getgroups(self, call):
@@ -137,10 +120,23 @@ class UnrealUidGid(Module):
     @syscall("setgroups")
     def setgroups(self, call):
         size = _int(call.args[0])
+        if not call.state.privileged:       # checked first, as the kernel does
+            return -errno.EPERM
         if not 0 <= size <= NGROUPS_MAX:
             return -errno.EINVAL
         data = call.read(call.args[1], 4 * size) if size else b""
         call.state.groups = list(struct.unpack(f"{size}I", data))
+        return 0
+
+
+    @syscall("vuctl")
+    def su(self, call):
+        """vuctl(VUCTL_SU): the calling process becomes root (vusu)."""
+        if call.args[0] & 0xffffffff != VUCTL_SU:
+            return None                 # not ours: the view says EINVAL
+        call.state.uid.set(0, 0, 0, 0)
+        call.state.gid.set(0, 0, 0, 0)
+        call.state.groups = [0]
         return 0
 
 

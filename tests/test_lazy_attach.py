@@ -123,6 +123,11 @@ open(go + ".ready", "w").close()
 with open(go) as f:                 # blocks until the shell says go
     f.read()
 try:
+    # become virtual root as vusu does (vuctl VUCTL_SU), then anybody
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(ctypes.c_long(-4), ctypes.c_int(0x5553)) != 0:
+        raise OSError(ctypes.get_errno(), "VUCTL_SU failed")
     os.setresuid(4242, 4242, 4242)
     ids = os.getresuid()
 except OSError as exc:

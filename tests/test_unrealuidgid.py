@@ -4,6 +4,7 @@ Every test runs as root and as the unprivileged uid 65534 (`user` fixture)."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import textwrap
 
@@ -21,6 +22,11 @@ def py(code: str) -> str:
     return "python3 -c '%s'" % textwrap.dedent(code).replace("'", "'\\''")
 
 
+def py_as_root(code: str) -> str:
+    """The same, run by virtual root (vusu keeps the environment)."""
+    return "vusu -m -c %s" % shlex.quote(py(code))
+
+
 def test_vusu_id_is_root(run_umvu, user):
     res = run_umvu("vu_insmod unrealuidgid && vusu -c id && id -u", user=user)
     assert res.returncode == 0, res.stderr
@@ -36,40 +42,71 @@ def test_vusu_without_the_module(run_umvu, unprivileged):
                           "(is unrealuidgid loaded?)\n")
 
 
-def test_setresuid_away_from_root_and_back(run_umvu, user):
-    res = run_umvu("vu_insmod unrealuidgid\n" + py("""
-        import os, subprocess
-        print(os.getresuid(), os.getresgid())
-        os.setresgid(0, 0, 0); os.setresuid(0, 0, 0)
-        print(os.getresuid(), os.getresgid())
-        os.setgid(1); os.setuid(1)
-        print(os.getresuid(), os.getresgid(), os.getuid(), os.geteuid())
-        print(subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip())
-        os.setresuid(0, 0, 0); os.setresgid(0, 0, 0)
-        print(os.getresuid(), os.getresgid())
-        os.setresuid(-1, 5, -1)
-        print(os.getresuid(), os.geteuid(), os.getuid())
-        os.setreuid(7, 8)
-        print(os.getresuid())
-    """), user=user)
-    r = real_id(user)
-    assert res.stdout == textwrap.dedent(f"""\
-        ({r}, {r}, {r}) ({r}, {r}, {r})
-        (0, 0, 0) (0, 0, 0)
-        (1, 1, 1) (1, 1, 1) 1 1
-        daemon
+TRYSET = """
+import os, subprocess
+def tryset(f, *a):
+    try:
+        f(*a); return "ok"
+    except PermissionError:
+        return "EPERM"
+"""
+
+
+def test_set_ids_follow_the_kernels_rules(run_umvu, user):
+    # virtual root may set any id and come back through a saved 0; setuid
+    # as root drops for good; a non-root process moves only between its ids
+    res = run_umvu("vu_insmod unrealuidgid\n" + py_as_root(TRYSET + """
+print(os.getresuid(), os.getresgid())
+os.setresuid(-1, 5, -1)
+print(os.getresuid(), os.geteuid(), os.getuid())
+print(tryset(os.setresuid, 7, 7, 7), tryset(os.setresuid, 5, 0, 5), os.getresuid())
+os.setreuid(7, 8)
+print(os.getresuid())
+print(tryset(os.setresuid, 0, 0, 0), tryset(os.setresuid, 8, 7, 8), os.getresuid())
+print(subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip())
+""") + "\n" + py_as_root(TRYSET + """
+os.setgid(1); os.setuid(1)
+print(os.getresuid(), os.getresgid(), os.getuid(), os.geteuid())
+print(tryset(os.setuid, 0), tryset(os.setgid, 0), tryset(os.setgroups, [0]))
+print(subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip())
+"""), user=user)
+    assert res.stdout == textwrap.dedent("""\
         (0, 0, 0) (0, 0, 0)
         (0, 5, 0) 5 0
+        EPERM ok (5, 0, 5)
         (7, 8, 8)
+        EPERM ok (8, 7, 8)
+        7
+        (1, 1, 1) (1, 1, 1) 1 1
+        EPERM EPERM EPERM
+        daemon
     """), res.stderr
 
 
-def test_ids_inherited_and_copied(run_umvu, user, workdir):
+def test_plain_process_cannot_become_root(run_umvu, unprivileged):
+    # what mount(8) checks before it mounts for a plain user: setuid(0)
+    # must fail; vusu is how one becomes root
     res = run_umvu("vu_insmod unrealuidgid\n" + py("""
+        import os
+        for f, a in ((os.setuid, 0), (os.setresuid, 0), (os.setgid, 0), (os.setgroups, [0])):
+            try:
+                f(*([a] * (3 if f is os.setresuid else 1)))
+                print("ok")
+            except PermissionError:
+                print("EPERM")
+        print(os.getresuid())
+    """) + "\nvusu -c 'id -u'", user=NOBODY)
+    assert res.stdout.splitlines() == ["EPERM", "EPERM", "EPERM", "EPERM",
+                                       f"({NOBODY}, {NOBODY}, {NOBODY})", "0"], res.stderr
+
+
+def test_ids_inherited_and_copied(run_umvu, user, workdir):
+    res = run_umvu("vu_insmod unrealuidgid\n" + py_as_root("""
         import os, subprocess
-        os.setresgid(1, 1, 1); os.setresuid(1, 1, 1)
+        os.setresgid(1, 1, 1); os.setresuid(1, 1, 0)    # 0 saved: back later
         # a child (fork + exec) starts with the parent ids
         print(subprocess.run(["id"], capture_output=True, text=True).stdout.strip())
+        os.setresuid(0, 0, 0)
         # a child change stays in the child
         pid = os.fork()
         if pid == 0:
@@ -88,13 +125,13 @@ def test_ids_inherited_and_copied(run_umvu, user, workdir):
     r = real_id(user)
     lines = res.stdout.splitlines()
     assert lines[0].startswith("uid=1(daemon) gid=1(daemon) groups=1(daemon)"), res.stderr
-    assert lines[1:] == ["child 0 parent (1, 1, 1)", "child kept 1",
+    assert lines[1:] == ["child 0 parent (0, 0, 0)", "child kept 0",
                          str(r), "0", "0", str(r)], res.stderr
 
 
 def test_exec_from_a_thread_keeps_virtual_ids(run_umvu, user):
     # the execing thread takes over the process (and the leader's pid)
-    res = run_umvu("vu_insmod unrealuidgid\n" + py("""
+    res = run_umvu("vu_insmod unrealuidgid\n" + py_as_root("""
         import os, threading, time
         os.setresgid(8, 8, 8); os.setresuid(7, 7, 7)
         pid = os.getpid()
@@ -110,9 +147,9 @@ def test_exec_from_a_thread_keeps_virtual_ids(run_umvu, user):
 
 
 def test_rmmod_drops_virtual_ids(run_umvu, user):
-    res = run_umvu("vu_insmod unrealuidgid\n" + py("""
+    res = run_umvu("vu_insmod unrealuidgid\n" + py_as_root("""
         import os, subprocess
-        os.setresuid(5, 5, 5); os.setgroups([9])
+        os.setgroups([9]); os.setresuid(5, 5, 5)
         print(os.getuid(), os.getgroups())
         subprocess.run(["vu_rmmod", "unrealuidgid"], check=True)
         print(os.getuid(), os.getgroups())      # the kernel answers again
@@ -125,7 +162,7 @@ def test_rmmod_drops_virtual_ids(run_umvu, user):
 
 
 def test_groups(run_umvu, user):
-    res = run_umvu("vu_insmod unrealuidgid\n" + py("""
+    res = run_umvu("vu_insmod unrealuidgid\n" + py_as_root("""
         import ctypes, os, subprocess
         libc = ctypes.CDLL(None, use_errno=True)
         os.setgroups([4, 24, 27])
@@ -138,10 +175,10 @@ def test_groups(run_umvu, user):
         os.setgroups(list(range(1000, 1300)))
         print(len(os.getgroups()), os.getgroups()[-1])
     """) + "\nvusu -c 'id -G'", user=user)
-    assert res.stdout == textwrap.dedent(f"""\
+    assert res.stdout == textwrap.dedent("""\
         [4, 24, 27] 3
         -1 22
-        {real_id(user)} 4 24 27
+        0 4 24 27
         []
         300 1299
         0
@@ -163,7 +200,7 @@ buf = (ctypes.c_uint * 8)()
 
 def test_bad_pointers_give_efault(run_umvu, user):
     # a call the module answers must fail as the kernel's would
-    res = run_umvu("vu_insmod unrealuidgid\n" + py(ERRNO_PY + """
+    res = run_umvu("vu_insmod unrealuidgid\n" + py_as_root(ERRNO_PY + """
 call("getresuid", 118, BAD, BAD, BAD)
 call("getresgid", 120, None, None, None)
 call("setgroups", 116, 2, BAD)
@@ -179,7 +216,7 @@ call("setgroups", 116, 1, KERNEL)
 
 
 def test_negative_group_count_gives_einval(run_umvu, user):
-    res = run_umvu("vu_insmod unrealuidgid\n" + py(ERRNO_PY + """
+    res = run_umvu("vu_insmod unrealuidgid\n" + py_as_root(ERRNO_PY + """
 call("setgroups", 116, 2, buf)
 call("getgroups", 115, ctypes.c_int(-1), buf)
 call("setgroups", 116, ctypes.c_int(-1), buf)
@@ -192,7 +229,7 @@ call("getgroups", 115, 0, None)
 
 
 def test_threads_share_the_virtual_ids(run_umvu, user):
-    res = run_umvu("vu_insmod unrealuidgid\n" + py("""
+    res = run_umvu("vu_insmod unrealuidgid\n" + py_as_root("""
         import os, threading
         start, seen = threading.Barrier(9), []
         def work():
@@ -224,13 +261,19 @@ def test_virtual_root_has_real_credentials_on_files(run_umvu, user, workdir):
 def test_vusu_login_and_environment(run_umvu, user):
     # -l: a login shell of the user, in the user's home, with a clean
     # environment (daemon: home /usr/sbin, no dot files to run)
+    # root's home is /root where the real user can read it; elsewhere the
+    # user's own stays (files are read with the real credentials: bash would
+    # only complain that /root/.bashrc cannot be read)
     res = run_umvu("""
+        echo "$HOME"
         vu_insmod unrealuidgid
         vusu -c 'echo "$FOO $USER $HOME"'
         vusu -l -s /bin/sh -c 'id; pwd; echo "[$FOO] $TERM $USER $HOME"' daemon
         vusu nosuchuser; echo "status $?"
     """, user=user, extra_env={"FOO": "kept", "TERM": "xterm"})
-    assert res.stdout == ("kept root /root\n"
+    home, rest = res.stdout.split("\n", 1)
+    root_home = "/root" if user is None else home
+    assert rest == (f"kept root {root_home}\n"
                           "uid=1(daemon) gid=1(daemon) groups=1(daemon)\n"
                           "/usr/sbin\n[] xterm daemon /usr/sbin\nstatus 1\n"), res.stderr
     assert res.stderr == "vusu: user nosuchuser does not exist\n"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import importlib
-import importlib.util
 import os
 import random
 import shutil
@@ -22,8 +21,10 @@ import socket
 import stat
 import struct
 import subprocess
+import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -32,18 +33,22 @@ REPO = Path(__file__).resolve().parent.parent
 SHIM_SRC = Path(__file__).resolve().parent / "fuse_shim.c"
 
 
-def _load_wire():
+def _load_vufuse():
+    """vufuse's codec, session and path operations: from the installed
+    package, or else straight from the source tree (without vufuse's
+    __init__, which needs the rest of umvu)."""
+    names = ("protocol", "session", "pathops")
     try:
-        return importlib.import_module("umvu.modules.vufuse.wire")
+        return [importlib.import_module("umvu.modules.vufuse." + n)
+                for n in names]
     except Exception:
-        path = REPO / "modules" / "vufuse" / "wire.py"
-        spec = importlib.util.spec_from_file_location("vufuse_wire", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
+        pkg = types.ModuleType("vufuse_wire")
+        pkg.__path__ = [str(REPO / "modules" / "vufuse")]
+        sys.modules["vufuse_wire"] = pkg
+        return [importlib.import_module("vufuse_wire." + n) for n in names]
 
 
-wire = _load_wire()
+protocol, session, pathops = _load_vufuse()
 
 FUSE2FS = shutil.which("fuse2fs") or next(
     (p for p in ("/usr/sbin/fuse2fs", "/usr/bin/fuse2fs", "/sbin/fuse2fs")
@@ -119,8 +124,8 @@ class Fuse2fs:
                 stdout=logf, stderr=logf, start_new_session=True)
         theirs.close()
         self.img = img
-        self.conn = wire.FuseConnection(ours, timeout=timeout)
-        self.ops = wire.WireOperations(self.conn)
+        self.conn = session.FuseConnection(ours, timeout=timeout)
+        self.ops = pathops.WireOperations(self.conn)
 
     def finish(self, timeout=10.0) -> int:
         """DESTROY (if still connected) and wait for the daemon to exit."""
@@ -178,7 +183,7 @@ def sha(data: bytes) -> str:
 def errno_of(fn, *a, **k) -> int:
     with pytest.raises(OSError) as ei:
         fn(*a, **k)
-    assert isinstance(ei.value, wire.FuseError)
+    assert isinstance(ei.value, protocol.FuseError)
     return ei.value.errno
 
 
@@ -191,7 +196,7 @@ def test_init_negotiates_with_the_daemon_minor(fs):
     # libfuse 2.9.9 answers 7.19; we speak min(ours=31, theirs)
     assert c.daemon_minor is not None and 9 <= c.daemon_minor
     assert c.minor == min(31, c.daemon_minor)
-    assert c.flags & ~wire.OFFERED_FLAGS == 0
+    assert c.flags & ~protocol.OFFERED_FLAGS == 0
     assert c.max_write >= 4096 and 4096 <= c.write_chunk <= c.max_write
     assert c.max_read >= 4096
     print(f"fuse2fs negotiated 7.{c.minor} flags={c.flags:#x} "
@@ -287,7 +292,7 @@ def test_readlink_and_errors(fs):
     with pytest.raises(FileNotFoundError) as ei:
         ops.getattr("/nope")
     assert ei.value.errno == errno.ENOENT
-    assert isinstance(ei.value, wire.FuseError)
+    assert isinstance(ei.value, protocol.FuseError)
     with pytest.raises(IsADirectoryError):
         ops.open("/sub", os.O_WRONLY)
     with pytest.raises(FileExistsError):
@@ -336,7 +341,7 @@ def test_concurrent_requests(fs, srctree):
 
 
 def test_tiny_cache_evicts_and_forgets(fs, srctree):
-    small = wire.WireOperations(fs.conn, max_cached=3)
+    small = pathops.WireOperations(fs.conn, max_cached=3)
     _walk_compare(small, srctree, "/")
     assert len(small._cache) <= 3
     assert sha(read_all(small, "/sub/deeper/deep.bin")) == sha(
@@ -351,7 +356,7 @@ def test_concurrent_namespace_changes(fs):
     one tiny): no node id is used after its FORGET, so the daemon (whose
     libfuse aborts on unknown node ids) survives and the image is clean."""
     ops = fs.ops
-    small = wire.WireOperations(fs.conn, max_cached=4)
+    small = pathops.WireOperations(fs.conn, max_cached=4)
     ops.mkdir("/race", 0o755)
     ops.mkdir("/race/sub", 0o755)
     stop = threading.Event()
@@ -626,7 +631,7 @@ def test_killed_daemon_gives_enotconn_quickly(fs):
     assert time.monotonic() - t0 < 2.0
     assert not fs.conn.alive
     t0 = time.monotonic()
-    assert errno_of(fs.conn.request, wire.FUSE_GETATTR, 1) == errno.ENOTCONN
+    assert errno_of(fs.conn.request, protocol.FUSE_GETATTR, 1) == errno.ENOTCONN
     assert errno_of(ops.statfs, "/") == errno.ENOTCONN
     assert time.monotonic() - t0 < 0.5
     fs.conn.destroy()                      # harmless once gone
@@ -634,12 +639,12 @@ def test_killed_daemon_gives_enotconn_quickly(fs):
 
 def test_in_flight_request_fails_when_the_peer_closes():
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    conn = wire.FuseConnection(a, timeout=30)
+    conn = session.FuseConnection(a, timeout=30)
     result = {}
 
     def call():
         try:
-            conn.request(wire.FUSE_GETATTR, 1, b"\0" * 16)
+            conn.request(protocol.FUSE_GETATTR, 1, b"\0" * 16)
         except OSError as e:
             result["errno"] = e.errno
 
@@ -656,28 +661,28 @@ def test_in_flight_request_fails_when_the_peer_closes():
 
 def test_unanswered_request_times_out_and_is_interrupted():
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    conn = wire.FuseConnection(a, timeout=0.5)
+    conn = session.FuseConnection(a, timeout=0.5)
     t0 = time.monotonic()
     with pytest.raises(OSError) as ei:
-        conn.request(wire.FUSE_GETATTR, 1, b"\0" * 16, uid=5, gid=6, pid=7)
+        conn.request(protocol.FUSE_GETATTR, 1, b"\0" * 16, uid=5, gid=6, pid=7)
     took = time.monotonic() - t0
     assert ei.value.errno == errno.ETIMEDOUT
     assert 0.4 <= took < 2.0
     assert conn.alive
     req = b.recv(4096)
-    ln, op, unique, nodeid, uid, gid, pid, _e, _p = wire.IN_HEADER.unpack_from(req)
-    assert (ln, op, nodeid, uid, gid, pid) == (56, wire.FUSE_GETATTR, 1, 5, 6, 7)
+    ln, op, unique, nodeid, uid, gid, pid, _e, _p = protocol.IN_HEADER.unpack_from(req)
+    assert (ln, op, nodeid, uid, gid, pid) == (56, protocol.FUSE_GETATTR, 1, 5, 6, 7)
     intr = b.recv(4096)
-    ln, op, iunique, nodeid = wire.IN_HEADER.unpack_from(intr)[:4]
-    assert op == wire.FUSE_INTERRUPT and ln == 48 and iunique == unique | 1
+    ln, op, iunique, nodeid = protocol.IN_HEADER.unpack_from(intr)[:4]
+    assert op == protocol.FUSE_INTERRUPT and ln == 48 and iunique == unique | 1
     assert struct.unpack_from("<Q", intr, 40)[0] == unique
     # a late answer is dropped; the connection still works
-    b.send(wire.OUT_HEADER.pack(16, -errno.EINTR, unique))
+    b.send(protocol.OUT_HEADER.pack(16, -errno.EINTR, unique))
     th = threading.Thread(target=lambda: (
-        lambda r: b.send(wire.OUT_HEADER.pack(16 + 3, 0,
-                         wire.IN_HEADER.unpack_from(r)[2]) + b"abc"))(b.recv(4096)))
+        lambda r: b.send(protocol.OUT_HEADER.pack(16 + 3, 0,
+                         protocol.IN_HEADER.unpack_from(r)[2]) + b"abc"))(b.recv(4096)))
     th.start()
-    assert conn.request(wire.FUSE_READLINK, 2) == b"abc"
+    assert conn.request(protocol.FUSE_READLINK, 2) == b"abc"
     th.join()
     # with nobody reading and the socket buffer full, the send itself
     # times out (and no INTERRUPT follows a request never sent)
@@ -690,7 +695,7 @@ def test_unanswered_request_times_out_and_is_interrupted():
             break
     conn.timeout = 0.3
     t0 = time.monotonic()
-    assert errno_of(conn.request, wire.FUSE_GETATTR, 1) == errno.ETIMEDOUT
+    assert errno_of(conn.request, protocol.FUSE_GETATTR, 1) == errno.ETIMEDOUT
     assert 0.25 <= time.monotonic() - t0 < 2.0
     assert conn.alive
     b.settimeout(1)
@@ -710,12 +715,12 @@ def test_unanswered_request_times_out_and_is_interrupted():
 def pack_attr(ino, mode, size=0, minor=19, nlink=1):
     f = (ino, size, (size + 511) // 512, 1_700_000_000, 1_700_000_001,
          1_700_000_002, 5, 6, 7, mode, nlink, 1000, 1001, 0)
-    return (wire.ATTR.pack(*f, 4096, 0) if minor >= 9
-            else wire.ATTR_COMPAT.pack(*f))
+    return (protocol.ATTR.pack(*f, 4096, 0) if minor >= 9
+            else protocol.ATTR_COMPAT.pack(*f))
 
 
 def pack_entry(nodeid, ino, mode, size=0, minor=19, valid=60):
-    return (wire.ENTRY_HEAD.pack(nodeid, 0, valid, valid, 0, 0)
+    return (protocol.ENTRY_HEAD.pack(nodeid, 0, valid, valid, 0, 0)
             + pack_attr(ino, mode, size, minor))
 
 
@@ -737,7 +742,7 @@ class FakeDaemon(threading.Thread):
         self.start()
 
     def reply(self, unique, error=0, body=b""):
-        self.sock.send(wire.OUT_HEADER.pack(16 + len(body), -error, unique)
+        self.sock.send(protocol.OUT_HEADER.pack(16 + len(body), -error, unique)
                        + body)
 
     def run(self):
@@ -755,20 +760,20 @@ class FakeDaemon(threading.Thread):
             if not msg:
                 return
             ln, op, unique, nodeid, uid, gid, pid, _e, _p = \
-                wire.IN_HEADER.unpack_from(msg)
+                protocol.IN_HEADER.unpack_from(msg)
             assert ln == len(msg)
-            body = msg[wire.IN_HEADER.size:]
+            body = msg[protocol.IN_HEADER.size:]
             with self.lock:
                 self.requests.append((op, nodeid, body, unique))
-            if op == wire.FUSE_INIT:
+            if op == protocol.FUSE_INIT:
                 out = struct.pack("<IIIIHHI", 7, self.minor, 65536, self.flags,
                                   0, 0, self.max_write)
                 if self.init_size:
                     out = (out + b"\0" * 64)[:self.init_size]
                 self.reply(unique, 0, out)
                 continue
-            if op in (wire.FUSE_FORGET, wire.FUSE_BATCH_FORGET,
-                      wire.FUSE_INTERRUPT):
+            if op in (protocol.FUSE_FORGET, protocol.FUSE_BATCH_FORGET,
+                      protocol.FUSE_INTERRUPT):
                 continue
             res = self.handler(op, nodeid, body)
             if res is None:
@@ -779,8 +784,8 @@ class FakeDaemon(threading.Thread):
                 self.reply(unique, 0, res)
 
     def ops(self, timeout=5.0):
-        conn = wire.FuseConnection(self.ours, timeout=timeout)
-        ops = wire.WireOperations(conn)
+        conn = session.FuseConnection(self.ours, timeout=timeout)
+        ops = pathops.WireOperations(conn)
         ops.init()
         return ops
 
@@ -797,22 +802,22 @@ def tree_handler(minor=19, entries=None):
     modes.update({n: m for n, m in names.values()})
 
     def handler(op, nodeid, body):
-        if op == wire.FUSE_LOOKUP:
+        if op == protocol.FUSE_LOOKUP:
             key = (nodeid, body.rstrip(b"\0"))
             if key not in names:
                 return errno.ENOENT
             n, m = names[key]
             return pack_entry(n, 100 + n, m, 10, minor)
-        if op == wire.FUSE_GETATTR:
-            return (wire.ATTR_OUT_HEAD.pack(1, 0, 0)
+        if op == protocol.FUSE_GETATTR:
+            return (protocol.ATTR_OUT_HEAD.pack(1, 0, 0)
                     + pack_attr(100 + nodeid, modes[nodeid], 10, minor))
-        if op in (wire.FUSE_OPEN, wire.FUSE_OPENDIR):
-            return wire.OPEN_OUT.pack(0x1000 + nodeid, 0, 0)
-        if op == wire.FUSE_READ:
+        if op in (protocol.FUSE_OPEN, protocol.FUSE_OPENDIR):
+            return protocol.OPEN_OUT.pack(0x1000 + nodeid, 0, 0)
+        if op == protocol.FUSE_READ:
             fh, off, size = struct.unpack_from("<QQI", body)
             return (b"0123456789"[off:off + size])
-        if op in (wire.FUSE_RELEASE, wire.FUSE_RELEASEDIR, wire.FUSE_UNLINK,
-                  wire.FUSE_RENAME, wire.FUSE_READDIR):
+        if op in (protocol.FUSE_RELEASE, protocol.FUSE_RELEASEDIR, protocol.FUSE_UNLINK,
+                  protocol.FUSE_RENAME, protocol.FUSE_READDIR):
             return b""              # READDIR: empty, '.' and '..' added
         return errno.ENOSYS
 
@@ -827,7 +832,7 @@ def test_compat_structures_for_minor_8():
     assert (st.st_ino, st.st_size, st.st_uid) == (103, 10, 1000)
     assert st.st_blksize == 4096                  # absent before 7.9
     st = ops.getattr("/d")
-    getattrs = fd.of(wire.FUSE_GETATTR)
+    getattrs = fd.of(protocol.FUSE_GETATTR)
     assert st.st_ino == 102 and st.st_mtime_ns == 1_700_000_001 * 10**9 + 6
     assert getattrs and all(r[2] == b"" for r in getattrs)   # no getattr_in
     fh = ops.open("/d/f", os.O_RDONLY)
@@ -836,7 +841,7 @@ def test_compat_structures_for_minor_8():
     assert ops.read("/d/f", 0, 2, fh) == b""
     assert ops.read("/d/f", 100, 8, fh) == b"89"
     assert errno_of(ops.read, "/d/f", 1, -1, fh) == errno.EINVAL
-    assert len(fd.of(wire.FUSE_READ)[-1][2]) == 24          # compat read_in
+    assert len(fd.of(protocol.FUSE_READ)[-1][2]) == 24          # compat read_in
     ops.release("/d/f", fh)
     ops.conn.close()
 
@@ -866,9 +871,9 @@ def forgotten(fd) -> list:
     with fd.lock:
         reqs = list(fd.requests)
     for op, nodeid, body, _u in reqs:
-        if op == wire.FUSE_FORGET:
+        if op == protocol.FUSE_FORGET:
             out.append((nodeid, struct.unpack("<Q", body)[0]))
-        elif op == wire.FUSE_BATCH_FORGET:
+        elif op == protocol.FUSE_BATCH_FORGET:
             count = struct.unpack_from("<I", body)[0]
             out += [struct.unpack_from("<QQ", body, 8 + 16 * i)
                     for i in range(count)]
@@ -894,7 +899,7 @@ def test_forget_sent_for_dropped_entries():
     ops.drop("/")
     assert wait_for(lambda: len(forgotten(fd)) == 5)
     assert sorted(forgotten(fd)[3:]) == [(2, 1), (3, 1)]
-    assert len(fd.of(wire.FUSE_BATCH_FORGET)) == 1
+    assert len(fd.of(protocol.FUSE_BATCH_FORGET)) == 1
     ops.conn.close()
 
 
@@ -905,7 +910,7 @@ def test_unknown_handles_are_refused():
     assert errno_of(ops.write, "/d/f", b"x", 0, 0xdead) == errno.EBADF
     assert errno_of(ops.release, "/d/f", 0xdead) == errno.EBADF
     assert errno_of(ops.readdir, "/d", 0xdead) == errno.EBADF
-    assert not fd.of(wire.FUSE_READ) and not fd.of(wire.FUSE_RELEASE)
+    assert not fd.of(protocol.FUSE_READ) and not fd.of(protocol.FUSE_RELEASE)
     # a directory handle is no file handle
     dfh = ops.opendir("/d")
     assert errno_of(ops.read, "/d", 10, 0, dfh) == errno.EBADF
@@ -922,7 +927,7 @@ def test_forget_waits_for_open_handles():
     time.sleep(0.1)
     assert not forgotten(fd)                      # node 3 still open
     assert ops.read("/d/f", 3, 0, fh) == b"012"   # by handle, not by path
-    assert fd.of(wire.FUSE_READ)[-1][1] == 3
+    assert fd.of(protocol.FUSE_READ)[-1][1] == 3
     ops.release("/d/f", fh)
     assert wait_for(lambda: forgotten(fd) == [(3, 1)])
     ops.conn.close()
@@ -933,17 +938,17 @@ def test_expired_entries_are_revalidated():
     h = tree_handler(entries=names)
 
     def handler(op, nodeid, body):
-        if op == wire.FUSE_LOOKUP:     # entry_valid 0: always expired
+        if op == protocol.FUSE_LOOKUP:     # entry_valid 0: always expired
             r = h(op, nodeid, body)
             return r if isinstance(r, int) else (
-                wire.ENTRY_HEAD.pack(2, 0, 0, 0, 0, 0) + r[40:])
+                protocol.ENTRY_HEAD.pack(2, 0, 0, 0, 0, 0) + r[40:])
         return h(op, nodeid, body)
 
     fd = FakeDaemon(handler)
     ops = fd.ops()
     ops.getattr("/d")
     ops.getattr("/d")
-    assert len(fd.of(wire.FUSE_LOOKUP)) == 2
+    assert len(fd.of(protocol.FUSE_LOOKUP)) == 2
     assert ops.cached("/d")[2] == 2               # both lookups counted
     ops.drop("/d")
     assert wait_for(lambda: forgotten(fd) == [(2, 2)])
@@ -959,7 +964,7 @@ def test_readdirplus_used_when_offered():
                                           (b"..", 1, stat.S_IFDIR),
                                           (b"d", 2, stat.S_IFDIR),
                                           (b"file", 3, stat.S_IFREG))):
-            rec = wire.DIRENT.pack(100 + n, i + 1, len(name), m >> 12) + name
+            rec = protocol.DIRENT.pack(100 + n, i + 1, len(name), m >> 12) + name
             rec += b"\0" * (-len(rec) % 8)
             if plus:
                 nid = 0 if name in (b".", b"..") else n
@@ -968,12 +973,12 @@ def test_readdirplus_used_when_offered():
         return out
 
     def handler(op, nodeid, body):
-        if op in (wire.FUSE_READDIR, wire.FUSE_READDIRPLUS):
+        if op in (protocol.FUSE_READDIR, protocol.FUSE_READDIRPLUS):
             off = struct.unpack_from("<Q", body, 8)[0]
-            return dirents(op == wire.FUSE_READDIRPLUS) if off == 0 else b""
+            return dirents(op == protocol.FUSE_READDIRPLUS) if off == 0 else b""
         return tree_handler(minor)(op, nodeid, body)
 
-    fd = FakeDaemon(handler, minor=minor, flags=wire.FUSE_DO_READDIRPLUS)
+    fd = FakeDaemon(handler, minor=minor, flags=protocol.FUSE_DO_READDIRPLUS)
     ops = fd.ops()
     assert ops.conn.minor == 31
     fh = ops.opendir("/")
@@ -981,12 +986,12 @@ def test_readdirplus_used_when_offered():
     ops.releasedir("/", fh)
     assert [(n, t) for n, t, _i in entries] == [
         (".", 4), ("..", 4), ("d", 4), ("file", 8)]
-    assert fd.of(wire.FUSE_READDIRPLUS) and not fd.of(wire.FUSE_READDIR)
+    assert fd.of(protocol.FUSE_READDIRPLUS) and not fd.of(protocol.FUSE_READDIR)
     assert ops.cached("/d") == (2, 0, 1) and ops.cached("/file") == (3, 0, 1)
     assert sorted(ops._cache) == ["/d", "/file"]     # not . and ..
     # the entries came with attributes: no LOOKUP needed
     ops.getattr("/file")
-    assert not fd.of(wire.FUSE_LOOKUP)
+    assert not fd.of(protocol.FUSE_LOOKUP)
     ops.conn.close()
 
     # not offered: plain READDIR
@@ -994,7 +999,7 @@ def test_readdirplus_used_when_offered():
     ops = fd.ops()
     assert [e[0] for e in ops.readdir("/", ops.opendir("/"))] == [
         ".", "..", "d", "file"]
-    assert fd.of(wire.FUSE_READDIR) and not fd.of(wire.FUSE_READDIRPLUS)
+    assert fd.of(protocol.FUSE_READDIR) and not fd.of(protocol.FUSE_READDIRPLUS)
     assert ops.cached("/d") is None
     ops.conn.close()
 
@@ -1010,19 +1015,19 @@ def test_replies_out_of_order_reach_their_callers():
         return None                           # answered below
 
     fd = FakeDaemon(handler)
-    conn = wire.FuseConnection(fd.ours, timeout=10)
+    conn = session.FuseConnection(fd.ours, timeout=10)
     conn.init()
     results = {}
 
     def call(n):
-        results[n] = conn.request(wire.FUSE_READLINK, n)
+        results[n] = conn.request(protocol.FUSE_READLINK, n)
 
     threads = [threading.Thread(target=call, args=(n,)) for n in range(2, 22)]
     for t in threads:
         t.start()
     with cv:
         assert cv.wait_for(lambda: len(held) == 20, 5)
-    for op, nodeid, _b, unique in reversed(fd.of(wire.FUSE_READLINK)):
+    for op, nodeid, _b, unique in reversed(fd.of(protocol.FUSE_READLINK)):
         fd.reply(unique, 0, b"node-%d" % nodeid)
     for t in threads:
         t.join(5)
@@ -1032,36 +1037,36 @@ def test_replies_out_of_order_reach_their_callers():
 
 def test_error_replies_and_no_open_support():
     def handler(op, nodeid, body):
-        if op == wire.FUSE_OPEN:
+        if op == protocol.FUSE_OPEN:
             return errno.ENOSYS                  # "zero-message open"
-        if op == wire.FUSE_GETXATTR:
+        if op == protocol.FUSE_GETXATTR:
             return errno.ENOSYS
-        if op == wire.FUSE_ACCESS:
+        if op == protocol.FUSE_ACCESS:
             return errno.ENOSYS
         return tree_handler()(op, nodeid, body)
 
-    fd = FakeDaemon(handler, flags=wire.FUSE_NO_OPEN_SUPPORT)
+    fd = FakeDaemon(handler, flags=protocol.FUSE_NO_OPEN_SUPPORT)
     ops = fd.ops()
     assert ops.open("/d/f", os.O_RDONLY) == 0
     assert ops.open("/d/f", os.O_RDONLY) == 0
-    assert len(fd.of(wire.FUSE_OPEN)) == 1       # not asked again
+    assert len(fd.of(protocol.FUSE_OPEN)) == 1       # not asked again
     ops.release("/d/f", 0)
     ops.release("/d/f", 0)
-    assert not fd.of(wire.FUSE_RELEASE)
+    assert not fd.of(protocol.FUSE_RELEASE)
     assert errno_of(ops.getxattr, "/d", "user.x") == errno.EOPNOTSUPP
     ops.access("/d", os.R_OK)                    # ENOSYS: permitted
     ops.access("/d", os.R_OK)
-    assert len(fd.of(wire.FUSE_ACCESS)) == 1
+    assert len(fd.of(protocol.FUSE_ACCESS)) == 1
     ops.conn.close()
 
 
 def test_init_rejects_another_major():
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    conn = wire.FuseConnection(a, timeout=5)
+    conn = session.FuseConnection(a, timeout=5)
 
     def answer():
-        u = wire.IN_HEADER.unpack_from(b.recv(4096))[2]
-        b.send(wire.OUT_HEADER.pack(16 + 8, 0, u) + struct.pack("<II", 8, 0))
+        u = protocol.IN_HEADER.unpack_from(b.recv(4096))[2]
+        b.send(protocol.OUT_HEADER.pack(16 + 8, 0, u) + struct.pack("<II", 8, 0))
 
     t = threading.Thread(target=answer)
     t.start()

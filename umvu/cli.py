@@ -61,7 +61,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def debug_tags(debug: list[str]) -> set[str]:
+    """The logger names -d asks for; UsageError for a word we do not know."""
+    names = set()
+    for item in debug:
+        for word in item.replace(",", " ").split():
+            if word == "all":
+                names.update(DEBUG_TAGS.values())
+            elif word in DEBUG_TAGS.values():
+                names.add(word)
+            elif all(letter in DEBUG_TAGS for letter in word):
+                names.update(DEBUG_TAGS[letter] for letter in word)
+            else:
+                raise UsageError(f"-d {word}: unknown debug tag (use letters of "
+                                 f"{''.join(DEBUG_TAGS)}, logger names or 'all')")
+    return names
+
+
 def _setup_logging(output: str | None, debug: list[str], trace: bool) -> None:
+    names = debug_tags(debug)
     stream = open(output, "a", buffering=1) if output else sys.stderr
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("umvu: %(message)s"))
@@ -69,13 +87,8 @@ def _setup_logging(output: str | None, debug: list[str], trace: bool) -> None:
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     root.propagate = False
-    tags = set()
-    for item in debug:
-        for word in item.replace(",", " ").split():
-            tags.update(DEBUG_TAGS if word == "all" else
-                        ([word] if word in DEBUG_TAGS.values() else list(word)))
-    for tag in tags:
-        logging.getLogger(DEBUG_TAGS.get(tag, tag)).setLevel(logging.DEBUG)
+    for name in names:
+        logging.getLogger(name).setLevel(logging.DEBUG)
     if trace:
         logging.getLogger("umvu.trace").setLevel(logging.DEBUG)
 
@@ -121,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"umvu: {args.output}: {exc.strerror}", file=sys.stderr)
         return 2
+    except UsageError as exc:
+        print(f"umvu: {exc}\nTry 'umvu --help' for more information.",
+              file=sys.stderr)
+        return 2
 
     env = dict(os.environ)
     env["UMVU_PID"] = str(os.getpid())
@@ -141,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     from .view import View          # the C extension loads here
     view = View(args.viewname)
     view.env = env
+    log_stream = logging.getLogger("umvu").handlers[0].stream
+    if args.output or args.debug:
+        view.helper_output = log_stream.fileno()
     if args.trace:
         from .trace_log import attach
         attach(view)

@@ -19,6 +19,9 @@ VUCTL_ADD_DEBUGTAGS = 4
 VUCTL_DEL_DEBUGTAGS = 5
 VUCTL_GET_DEBUGTAGNAME = 6
 VUCTL_SET_DEBUGCOLOR = 7
+#: tags past VUOS's go to the modules that handle "vuctl": unrealuidgid
+#: makes the caller root (vusu)
+VUCTL_SU = 0x5553
 
 #: struct vu_info: struct utsname (6 x char[65]), vu_serverid[65], vu_name[65]
 VU_INFO = struct.Struct("65s" * 8)
@@ -60,7 +63,7 @@ def get_info() -> dict[str, str] | None:
 
 def pack_info(uname: os.uname_result, serverid: str, name: str) -> bytes:
     def field(text: str) -> bytes:
-        return text.encode()[:FIELD - 1]
+        return os.fsencode(text)[:FIELD - 1]
     return VU_INFO.pack(*(field(x) for x in (
         uname.sysname, uname.nodename, uname.release, uname.version,
         uname.machine, "", serverid, name)))

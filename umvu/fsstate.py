@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-CLONE_FS, CLONE_FILES = 0x200, 0x400
+from .linux import CLONE_FILES, CLONE_FS
 
 
 @dataclass

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import errno
 import os
-import threading
 
-from .module import PathCall, Redirect
+from .module import Caller, PathCall, Redirect
 
-#: the process whose call is being served (set by the view): /proc/self
-#: seen through a service is that process's, not the hypervisor's
-caller = threading.local()
+
 
 
 class LowerView:
@@ -43,10 +40,11 @@ class LowerView:
     def stat(self, path: str) -> os.stat_result:
         return os.stat(self.real(path))
 
-    def readlink(self, path: str) -> str:
+    def readlink(self, path: str, caller=None) -> str:
         real = self.real(path, name="readlink")
-        pid = getattr(caller, "pid", None)
-        if pid is not None and real in ("/proc/self", "/proc/thread-self"):
+        # /proc/self seen through a service is the caller's, not ours
+        pid = (caller if caller is not None and caller.pid else Caller.current()).pid
+        if pid and real in ("/proc/self", "/proc/thread-self"):
             return str(pid) if real == "/proc/self" else f"{pid}/task/{pid}"
         return os.readlink(real)
 

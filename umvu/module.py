@@ -13,16 +13,23 @@ names it wants to see, handlers for those calls, and optional hooks:
         def getpid(self, call):
             return 42          # answer; return KERNEL to let the kernel run it
 
-A module that can be mounted (`vumount -t NAME...`) implements mount(), which
-returns a Service; umount() is called when it goes away.
+A module that can be mounted (`vumount -t NAME...`) implements
+mount(request), which returns a Service; umount() is called when it goes
+away. What a module may ask of the view lives on `self.ctx` (a
+ServiceContext); what it may know of the calling process on `call.caller`
+or `request.caller` (a Caller). docs/modules.md describes the whole API.
 """
 
 from __future__ import annotations
 
 import copy
 import errno
+import logging
 import os
-from typing import Any
+import threading
+from typing import Any, Callable
+
+from . import linux, procinfo  # noqa: F401  (linux: constants for modules)
 
 #: returned by a handler: the call is not ours, the kernel runs it
 KERNEL = None
@@ -35,38 +42,203 @@ class WouldBlock(Exception):
 
 
 def syscall(*names: str):
-    """Mark a method as the handler of the named syscalls."""
+    """Mark a method as the handler of the named syscalls, or of the named
+    virtual calls (see VIRTUAL_CALLS in umvu.syscall_table): one handler
+    answers a whole family of variants, as in VUOS."""
     def mark(func):
         func.umvu_syscalls = names
         return func
     return mark
 
 
-class Call:
-    """One intercepted call, as a module sees it."""
+class Caller:
+    """The process whose call is being served, as a module may know it.
 
-    __slots__ = ("name", "nr", "args", "_stop", "view", "module")
+    Everything here is read from the kernel when asked (the process may
+    have changed it since the last call)."""
+
+    __slots__ = ("pid", "tid")
+
+    def __init__(self, pid: int, tid: int | None = None):
+        self.pid = pid
+        self.tid = pid if tid is None else tid
+
+    @property
+    def umask(self) -> int:
+        return procinfo.umask(self.pid) if self.pid else 0o022
+
+    def fs_ids(self) -> tuple[int, int]:
+        """(fsuid, fsgid): the ids the kernel checks its file access with."""
+        return procinfo.fs_ids(self.pid) if self.pid else (os.getuid(), os.getgid())
+
+    @property
+    def groups(self) -> list[int]:
+        return procinfo.fs_creds(self.pid)[2] if self.pid else os.getgroups()
+
+    def acting_as(self):
+        """A context manager: file work done inside it is checked by the
+        kernel with this process's file credentials (it matters when the
+        hypervisor runs as root; otherwise it changes nothing)."""
+        return procinfo.acting_as(self.pid)
+
+    def signal_pending(self) -> bool:
+        """Has it a signal waiting that it neither blocks nor ignores?
+        (A service that waits long checks it to give up with EINTR.)"""
+        return bool(self.pid) and procinfo.signal_pending(self.pid)
+
+    def __repr__(self):
+        return f"<Caller pid={self.pid}>"
+
+    @staticmethod
+    def current() -> "Caller":
+        """The process whose call this thread serves now (NOBODY if none):
+        for code far from the call, such as a ServedFile's read or the
+        header of a FUSE request, which gets no Call."""
+        return getattr(_serving, "caller", NOBODY)
+
+
+#: the hypervisor itself, for work no process asked for (unmount at the end)
+NOBODY = Caller(0)
+_serving = threading.local()
+
+
+def _serve_for(caller: Caller) -> None:
+    """The view says whose call this thread serves (Caller.current)."""
+    _serving.caller = caller
+
+
+class MountRequest:
+    """One `vumount`/mount(2) call, as the module that takes it sees it.
+
+    target is a canonical path of the view; source is as given
+    (`ctx.resolve(request.caller, source)` makes a path of it); options is
+    the -o data string, minus the words turned into flags (ro, nosuid...)."""
+
+    __slots__ = ("source", "target", "fstype", "flags", "options", "caller")
+
+    def __init__(self, source: str, target: str, fstype: str, flags: int = 0,
+                 options: str = "", caller: Caller = NOBODY):
+        self.source = source
+        self.target = target
+        self.fstype = fstype
+        self.flags = flags
+        self.options = options
+        self.caller = caller
+
+    def words(self) -> dict[str, str | None]:
+        """The options as {word: value}, value None for a bare word
+        ("ro,size=10M" -> {"ro": None, "size": "10M"})."""
+        found: dict[str, str | None] = {}
+        for word in self.options.split(","):
+            if word:
+                key, eq, value = word.partition("=")
+                found[key] = value if eq else None
+        return found
+
+    def __repr__(self):
+        return (f"<MountRequest -t {self.fstype} -o {self.options!r} "
+                f"{self.source} {self.target}>")
+
+
+class ServiceContext:
+    """What a module or service may ask of the view: one object, so that
+    the whole of it is written down here and nothing else is reached into.
+
+    The view makes one per loaded module (`module.ctx`); services share
+    their module's (`service.ctx`)."""
+
+    def __init__(self, view):
+        self._view = view
+
+    log = logging.getLogger("umvu")
+
+    @property
+    def tmpdir(self) -> str:
+        """A directory of the view's own (placeholders, sockets), removed
+        when the view ends."""
+        return self._view.tmpdir
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment the view started with (PATH for programs)."""
+        return self._view.env
+
+    def resolve(self, caller: Caller, path: str, follow: bool = True) -> str:
+        """The canonical path in the view of a path the caller gave
+        (relative to its cwd, through its root, symlinks followed)."""
+        return self._view.resolve_for(caller.pid, path, follow)
+
+    def may_wait(self) -> None:
+        """Call before waiting for anything: raises WouldBlock on the
+        tracer's thread, so the call moves to a worker thread."""
+        self._view.may_wait()
+
+    def unlocked(self):
+        """A context manager: wait inside it, on a worker, without holding
+        the view (the tracer serves other calls meanwhile)."""
+        return self._view.unlocked()
+
+    def submit(self, func: Callable, *args):
+        """Run func(*args) on a worker thread, holding the view while it runs;
+        a concurrent.futures.Future."""
+        return self._view.submit(func, *args)
+
+    def start_helper(self, argv: list[str]):
+        """Start a program as a helper of the view (a FUSE daemon): it sees
+        the view but does not keep it alive; its output goes to umvu's log
+        stream. Returns a handle for stop_helper."""
+        return self._view.start_helper(argv)
+
+    def stop_helper(self, helper, timeout: float) -> None:
+        """Wait (on a worker) for a helper to end; kill it after timeout."""
+        self._view.stop_helper(helper, timeout)
+
+    def add_service(self, service: "Service") -> None:
+        """Mount a service of the module's own (vufuse's /dev/fuse)."""
+        self._view.add_service(service, internal=True)
+
+    def remove_service(self, service: "Service") -> None:
+        self._view.remove_service(service)
+
+    def bypass_vdso(self, owner: Any, on: bool = True) -> None:
+        """While at least one owner (any object: a service, say) has it on,
+        every process of the view makes real system calls for what the vDSO
+        answers in user space: clock_gettime, gettimeofday, time and
+        clock_getres, so that the handlers of those calls (or of the
+        virtual calls clock_gettime/clock_settime) see all of them. Running
+        processes change at once, new programs from their first
+        instruction. Processes outside the view, and the whole view when no
+        owner asks, keep the vDSO's speed (vumisc's time view uses it)."""
+        self._view.bypass_vdso(owner, on)
+
+
+class Call:
+    """One intercepted call, as a module sees it: its name (the syscall's,
+    or the virtual call's), its six raw arguments, the caller's memory."""
+
+    __slots__ = ("name", "nr", "args", "_stop", "_view", "module", "caller")
 
     def __init__(self, name: str, stop, view, module: "Module"):
         self.name = name
         self.nr = stop.nr
         self.args = stop.args
         self._stop = stop
-        self.view = view
+        self._view = view
         self.module = module
+        self.caller = Caller(stop.process.pid, stop.tid)
 
     @property
     def pid(self) -> int:
-        return self._stop.process.pid
+        return self.caller.pid
 
     @property
     def tid(self) -> int:
-        return self._stop.tid
+        return self.caller.tid
 
     @property
     def state(self) -> Any:
         """This module's per-process state for the calling process."""
-        return self.view.process_state(self._stop.process, self.module)
+        return self._view.process_state(self._stop.process, self.module)
 
     @state.setter
     def state(self, value: Any) -> None:
@@ -83,20 +255,51 @@ class Call:
             raise OSError(errno.EFAULT, "NULL pointer")
         self._stop.write(addr, data)
 
+    # changing the call rather than answering it (a handler that uses these
+    # returns KERNEL: the kernel runs the changed call). Trapped calls only:
+    # the mount family and the control calls cannot be changed.
+    def set_arg(self, index: int, value: int) -> None:
+        """Run the call with argument `index` (0-5) set to value; the
+        caller's registers are put back at the exit."""
+        self._stop.set_arg(index, value)
+
+    def scratch(self, data: bytes) -> int:
+        """Copy data below the caller's stack (for a changed argument that
+        points to a struct); returns its address, valid during the call."""
+        return self._stop.scratch(data)
+
+    def on_exit(self, hook: Callable[[int], int | None]) -> None:
+        """hook(result) is called when the kernel has run the call; it may
+        read and write the caller's memory and return a new result (None:
+        unchanged)."""
+        self._stop.on_exit(hook)
+
+    def effective_uid(self) -> int:
+        """The caller's effective uid as the view shows it (a module of
+        virtual ids such as unrealuidgid answers; else the kernel's): the
+        one to check "as root" with."""
+        return self._view.effective_uid(self._stop)
+
 
 class Service:
     """One mounted instance of a module: what `vumount` created."""
 
-    def __init__(self, module: "Module", source: str, target: str,
-                 fstype: str, flags: int, options: str):
+    def __init__(self, module: "Module", request: MountRequest):
         self.module = module
-        self.source = source
-        self.target = target
-        self.fstype = fstype
-        self.flags = flags
-        self.options = options
+        self.request = request
+        self.source = request.source
+        self.target = request.target
+        self.fstype = request.fstype
+        self.flags = request.flags
+        self.options = request.options
         self.epoch = 0          # set by the service table
-        self.view = getattr(module, "view", None)
+        self.ctx: ServiceContext | None = getattr(module, "ctx", None)
+
+    #: shown as read-only in /proc/mounts even without MS_RDONLY
+    readonly = False
+    #: set by the view: a module's own service (ServiceContext.add_service),
+    #: not listed in /proc/mounts
+    internal = False
 
     def confirm(self, path: str) -> bool:
         """False lets an older service (or the kernel) answer for path."""
@@ -105,8 +308,8 @@ class Service:
     def may_wait(self) -> None:
         """Call before waiting for anything: raises WouldBlock on the
         tracer's thread, so the call moves to a worker thread."""
-        if self.view is not None:
-            self.view.may_wait()
+        if self.ctx is not None:
+            self.ctx.may_wait()
 
     def __repr__(self):
         return (f"<{type(self).__name__} {self.fstype} {self.source} on "
@@ -123,8 +326,8 @@ class Module:
     #: more mount types this module takes (exactly, or as TYPE.subtype)
     fstypes: tuple[str, ...] = ()
 
-    def __init__(self, view):
-        self.view = view
+    def __init__(self, ctx: ServiceContext):
+        self.ctx = ctx
 
     # optional hooks -------------------------------------------------------
     def init(self) -> None:
@@ -144,14 +347,29 @@ class Module:
     def exec_state(self, state: Any) -> Any:
         return state
 
-    def mount(self, source: str, target: str, fstype: str, flags: int,
-              options: str, caller) -> Service:
+    def mount(self, request: MountRequest) -> Service | None:
         """Called for `vumount -t TYPE` where this module's name is a prefix
-        of TYPE; target is canonical; caller is the calling process."""
+        of TYPE. Return the new Service (None: nothing new to mount); raise
+        OSError(errno, message) to refuse: the message reaches the user."""
         raise OSError(errno.ENODEV, f"{self.name} cannot be mounted")
 
     def umount(self, service: Service, flags: int) -> None:
         """Called when service goes away."""
+
+    def exec_interpreter(self, request: "ExecRequest") -> list[str] | None:
+        """binfmt_misc's place: called, while this module is loaded, for
+        every exec of a regular file the caller may execute, host files and
+        files below mounts alike, before the kernel runs it (newest module
+        first; the first answer wins). Return None to let it run as it is,
+        or the head of a new argv, [interpreter, args...]: the view then
+        execs the interpreter (a path in the caller's view: a missing one
+        fails the exec with ENOENT) with that head followed by the caller's
+        argv[1:]. The caller's argv[0] is dropped (binfmt_misc puts
+        request.filename in its place; flag P keeps request.argv0 too).
+        The interpreter goes through this hook and `#!` again (at most 5
+        levels, then ELOOP). Modules that define no such method cost
+        nothing here."""
+        return None
 
     # ----------------------------------------------------------------------
     @classmethod
@@ -163,6 +381,28 @@ class Module:
             for name in getattr(func, "umvu_syscalls", ()):
                 found[name] = attr
         return found
+
+
+class ExecRequest:
+    """An exec about to happen, as Module.exec_interpreter sees it.
+
+    path is the file's canonical path in the view; filename the name the
+    caller gave (what the kernel passes an interpreter; path when it was
+    relative to a descriptor); head its first bytes (256, the kernel's
+    BINPRM_BUF_SIZE, fewer for a short file); argv0 the caller's argv[0]."""
+
+    __slots__ = ("path", "filename", "head", "argv0", "caller")
+
+    def __init__(self, path: str, filename: str, head: bytes, argv0: str,
+                 caller: Caller = NOBODY):
+        self.path = path
+        self.filename = filename
+        self.head = head
+        self.argv0 = argv0
+        self.caller = caller
+
+    def __repr__(self):
+        return f"<ExecRequest {self.filename} ({self.path}) argv0={self.argv0!r}>"
 
 
 # ---- file-system services ----------------------------------------------------
@@ -189,27 +429,31 @@ class PathCall:
     xattr reads, statfs, chdir, exec), open, modify (chmod, chown, utimes,
     truncate, xattr writes), create (mkdir, mknod, symlink), delete (unlink,
     rmdir), rename, link. `name` is the syscall; paths are canonical paths
-    in the view.
+    in the view; `caller` is the process that made the call.
     """
 
-    __slots__ = ("name", "op", "path", "path2", "flags", "mode", "pid",
+    __slots__ = ("name", "op", "path", "path2", "flags", "mode", "caller",
                  "uid", "gid", "dev", "link", "length", "times")
 
-    def __init__(self, name, op, path, path2=None, flags=0, mode=0, pid=0,
-                 uid=-1, gid=-1, dev=0):
+    def __init__(self, name, op, path, path2=None, flags=0, mode=0,
+                 caller: Caller = NOBODY, uid=-1, gid=-1, dev=0):
         self.name = name
         self.op = op
         self.path = path
         self.path2 = path2
         self.flags = flags          # open flags, or the call's AT_/RENAME_ flags
         self.mode = mode            # for open/creat/mkdir/mknod/chmod
-        self.pid = pid
+        self.caller = caller
         self.uid = uid              # for chown (0xffffffff: unchanged)
         self.gid = gid
         self.dev = dev              # for mknod
         self.link = ""              # for symlink: the link's content
         self.length = 0             # for truncate
         self.times = None           # for utime*: (atime_ns, mtime_ns); None: now
+
+    @property
+    def pid(self) -> int:
+        return self.caller.pid
 
     def redirect(self, path: str, path2: str | None = None, listing=None,
                  meta: dict | None = None, trap_fd: bool = False) -> Redirect:
@@ -239,42 +483,91 @@ class PathCall:
         return Answer("socket", (address, on_connected))
 
 
+class FdChange:
+    """A metadata change made through a descriptor (fchmod, fchown,
+    fsetxattr, fremovexattr), decoded: what PathService.fd_modify gets.
+
+    name is "chmod", "chown", "setxattr" or "removexattr"; mode for chmod;
+    uid and gid for chown (None: unchanged); xattr for the xattr calls."""
+
+    __slots__ = ("name", "mode", "uid", "gid", "xattr")
+
+    def __init__(self, name: str, mode: int = 0, uid: int | None = None,
+                 gid: int | None = None, xattr: str = ""):
+        self.name = name
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.xattr = xattr
+
+    def __repr__(self):
+        return f"<FdChange {self.name} mode={self.mode:o} uid={self.uid} gid={self.gid}>"
+
+
 class PathService(Service):
     """A service mounted on a path: answers path calls below its target."""
 
-    #: set by the view: the file system as seen by services older than this one
+    #: set by the view: the file system as seen by services older than this
+    #: one (VUOS epochs): lower.real(path), lower.lstat(path)...
     lower = None
+    #: its answers may wait (a FUSE daemon): releases run on a worker
+    blocking = False
 
     def path_call(self, call: PathCall):
-        """Redirect(...) to run the call elsewhere, or an int result."""
+        """Redirect(...) to run the call elsewhere, an Answer, or an int
+        result (negative: an errno)."""
         raise OSError(errno.ENOSYS, "not implemented")
 
-    def lstat(self, path: str) -> os.stat_result:
+    def lstat(self, path: str, caller: Caller = NOBODY) -> os.stat_result:
         """Used while resolving paths through this service."""
-        answer = self.path_call(PathCall("lstat", "stat", path))
+        answer = self.path_call(PathCall("lstat", "stat", path, caller=caller))
         if isinstance(answer, Redirect):
             return self.lower.lstat(answer.path)
         if isinstance(answer, Answer) and answer.kind == "stat":
             return answer.value
         raise _error(answer, path)
 
-    def readlink(self, path: str) -> str:
-        answer = self.path_call(PathCall("readlink", "stat", path))
+    def readlink(self, path: str, caller: Caller = NOBODY) -> str:
+        answer = self.path_call(PathCall("readlink", "stat", path, caller=caller))
         if isinstance(answer, Redirect):
-            return self.lower.readlink(answer.path)
+            return self.lower.readlink(answer.path, caller)
         if isinstance(answer, Answer) and answer.kind == "link":
             return answer.value
         raise _error(answer, path)
 
+    def fd_redirect(self, path: str, caller: Caller) -> str | int | None:
+        """A descriptor opened through a redirect with trap_fd is about to
+        change its file's times (futimens): the host path the change must
+        reach instead (a copy-up), a negative errno, or None (the kernel
+        changes the file the descriptor refers to)."""
+        return None
+
+    def fd_modify(self, path: str, change: FdChange, caller: Caller) -> int | None:
+        """A metadata change through a descriptor opened with trap_fd: the
+        result, or None to let the kernel do it on the descriptor."""
+        return None
+
     def attach(self) -> None:
         """Called when mounted, once `lower` is set; raise OSError to refuse."""
 
+    #: the layer protocol of host_dir's (top, bottom): the name of top's
+    #: bookkeeping directory (a regular file there in a name's place: the
+    #: name was deleted) ...
+    layer_store: str | None = None
+    #: ... and the suffix added to a name there for its own metadata file
+    layer_meta_suffix: str | None = None
+
     def host_dir(self) -> tuple[str, str | None] | None:
-        """(host directory, None) when every call below the mount just goes
-        to that directory, unchanged but for the prefix (a plain bind): the
-        C core then walks and rewrites paths below it without asking. Or
-        (top, bottom): layers as vufs keeps them (top/.- holds deletions and
-        metadata, see docs/vufs.md), for stat-like calls only."""
+        """A promise that lets the C core answer without asking:
+
+        (directory, None): every call below the mount goes to this host
+        directory, unchanged but for the prefix (a plain bind).
+        (top, bottom): stat-like calls are answered from two layers, the
+        top one if it has the name, else the bottom one, unless the top's
+        bookkeeping directory (top/layer_store) records a deletion or
+        metadata (layer_meta_suffix) for it; without those two attributes
+        Python is asked.
+        None: ask this service every time."""
         return None
 
 

@@ -12,6 +12,8 @@ import re
 import stat
 from dataclasses import dataclass
 
+from .module import Caller
+
 MAXSYMLINKS = 40
 PATH_MAX = 4096
 KERNEL_OBJECT = re.compile(r"^[a-z_]+:")   # pipe:[12], anon_inode:[eventfd]
@@ -40,8 +42,9 @@ class Walker:
     """Resolves paths for one calling process.
 
     `lstat(path, before)` and `readlink(path, before)` of the view decide
-    each step; `magic(pid, kind, fd)` answers /proc/PID/{cwd,root,exe,fd/N}
-    for processes whose state differs from the kernel's.
+    each step; `magic(pid, kind)`, kind being "cwd", "root", "exe" or
+    "fd/N", answers /proc/PID/{cwd,root,exe,fd/N} for processes whose state
+    differs from the kernel's (None: the kernel's answer is right).
     """
 
     def __init__(self, services, magic):
@@ -51,19 +54,20 @@ class Walker:
     def service_for(self, path: str, before: float):
         return self.services.for_path(path, before)
 
-    def lstat(self, path: str, before: float, service=False) -> os.stat_result:
+    def lstat(self, path: str, before: float, service=False,
+              pid: int = 0) -> os.stat_result:
         """lstat in the view (service: the one for_path gave, if known)."""
         if service is False:
             service = self.service_for(path, before)
         if service is None:
             return os.lstat(path)
-        return service.lstat(path)
+        return service.lstat(path, Caller(pid))
 
     def readlink(self, path: str, before: float, pid: int, service=False) -> str:
         if service is False:
             service = self.service_for(path, before)
         if service is not None:
-            return service.readlink(path)
+            return service.readlink(path, Caller(pid))
         if path == "/proc/self":
             return str(pid)
         if path == "/proc/thread-self":
@@ -73,19 +77,28 @@ class Walker:
     def resolve(self, path: str, start: str, root: str, follow: bool, pid: int,
                 before: float = float("inf"), no_symlinks: bool = False,
                 beneath: str | None = None, slash_follows: bool = True) -> Resolved:
-        if len(path) >= PATH_MAX:
+        # the kernel counts bytes (with the NUL), not decoded characters
+        if len(os.fsencode(path)) >= PATH_MAX:
             return Resolved(path, error=errno.ENAMETOOLONG, touched=True)
+        if path == "":
+            # as the kernel: AT_EMPTY_PATH (the dirfd itself) is the caller's
+            # to handle before walking (umvu/vfs.py does)
+            return Resolved(path, error=errno.ENOENT)
         trailing = path.endswith("/") and path.strip("/") != ""
         if path.startswith("/"):
             cur = root
         else:
             cur = start
         touched = root != "/"
-        parts = [p for p in path.split("/") if p not in ("", ".")]
+        # "." is kept as a component, skipped when met: "x/." must find x a
+        # directory and follow it, as "x/.." does (and as the kernel does)
+        parts = [p for p in path.split("/") if p != ""]
         parts.reverse()
         links = 0
         while parts:
             name = parts.pop()
+            if name == ".":
+                continue
             if name == "..":
                 if cur != root:
                     cur = parent(cur)
@@ -105,11 +118,18 @@ class Walker:
                 if magic is not None:
                     target = self.magic(int(magic.group(1)), magic.group(3))
                     if target is not None:
-                        touched = True
+                        # still a symlink to the kernel: it counts toward the
+                        # limit, and a magic link jump is refused by
+                        # RESOLVE_NO_SYMLINKS (ELOOP) and RESOLVE_BENEATH (EXDEV)
                         links += 1
+                        if links > MAXSYMLINKS or no_symlinks:
+                            return Resolved(nxt, service, True, errno.ELOOP)
+                        if beneath is not None:
+                            return Resolved(nxt, service, True, errno.EXDEV)
+                        touched = True
                         cur = self._follow(target, root, parts)
                         continue
-                st = self.lstat(nxt, before, service)
+                st = self.lstat(nxt, before, service, pid)
             except OSError as exc:
                 if last and exc.errno == errno.ENOENT:
                     cur = nxt
@@ -142,7 +162,7 @@ class Walker:
     @staticmethod
     def _follow(target: str, root: str, parts: list, base: str = "/") -> str:
         """Push a symlink's components; return where the walk continues."""
-        for piece in reversed([p for p in target.split("/") if p not in ("", ".")]):
+        for piece in reversed([p for p in target.split("/") if p != ""]):
             parts.append(piece)
         if target.startswith("/"):
             return root

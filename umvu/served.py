@@ -10,13 +10,11 @@ import os
 import struct
 
 from . import structs
-from .module import PathCall
+from .module import Caller, PathCall
 
-O_ACCMODE, O_WRONLY, O_RDWR, O_APPEND, O_NONBLOCK = 3, 1, 2, 0o2000, 0o4000
-SEEK_SET, SEEK_CUR, SEEK_END, SEEK_DATA, SEEK_HOLE = 0, 1, 2, 3, 4
-F_GETFL, F_SETFL = 3, 4
-MAP_SHARED = 1
-PROT_WRITE = 2
+from .linux import (F_GETFL, F_SETFL, MAP_SHARED, O_ACCMODE, O_APPEND, O_NONBLOCK,
+                    O_RDWR, O_WRONLY, PROT_WRITE, SEEK_CUR, SEEK_DATA, SEEK_END,
+                    SEEK_HOLE, SEEK_SET)
 MAX_IO = 1 << 24            # one call moves at most this much
 
 
@@ -218,7 +216,8 @@ class ServedCalls:
         return entry.service.path_call(call)
 
     def fd_modify(self, stop, entry, name, **fields):
-        call = PathCall(name, "modify", entry.path, pid=stop.process.pid)
+        call = PathCall(name, "modify", entry.path,
+                        caller=Caller(stop.process.pid, stop.tid))
         for key, value in fields.items():
             setattr(call, key, value)
         answer = self._ask(entry, call)

@@ -43,10 +43,11 @@ class ServiceTable:
         if service in self._paths:
             self._paths.remove(service)
 
-    def host_dirs(self) -> list[tuple[str, str | None, str | None]]:
+    def host_dirs(self) -> list[tuple]:
         """(mount point, host directory the C core may rewrite to, bottom
-        layer) in mount order (PathService.host_dir). Only where no older
-        mount lies at, above or below those directories: paths there are the
+        layer, layer store, layer metadata suffix) in mount order
+        (PathService.host_dir; ccore.MountRow). Only where no older mount
+        lies at, above or below those directories: paths there are the
         older services' to answer."""
         table = []
         for i, s in enumerate(self._paths):
@@ -56,7 +57,9 @@ class ServiceTable:
             if dirs and any(path_under(d, o.target) or path_under(o.target, d)
                             for d in dirs if d for o in self._paths[:i]):
                 dirs = None
-            table.append((s.target, *(dirs or (None, None))))
+            protocol = (s.layer_store, s.layer_meta_suffix) if dirs and dirs[1] \
+                else (None, None)
+            table.append((s.target, *(dirs or (None, None)), *protocol))
         return table
 
     def mount_points(self) -> list[str]:
@@ -80,4 +83,6 @@ class ServiceTable:
         return None
 
     def of_module(self, module) -> list[Service]:
-        return [s for s in self._services if s.module is module]
+        """What the user mounted of a module (its internal services, such as
+        vufuse's /dev/fuse, do not keep it loaded)."""
+        return [s for s in self._services if s.module is module and not s.internal]

@@ -22,6 +22,18 @@ Families say who could ever want to answer the call:
   time     clocks (vumisc)
   host     host and domain name, uname (vumisc)
   mount    mount/umount: always trapped so vumount reaches the modules
+
+Arguments a path call's service needs, by role (the row is the only place
+that knows a syscall's shape):
+  op=      what it does to its path (module.PathCall.op): stat, open,
+           modify, create, delete, rename, link
+  mode= dev= uid= gid= length= times= flags=   index of that argument
+  statbuf=N:stat|statx   the stat buffer a service's metadata patches
+
+vcall=NAME makes the call a variant of a virtual call (as VUOS's
+vu_syscalls.conf does): a module handles NAME once and umvu.vcalls turns
+each variant into it (getuid, setreuid, setfsuid... -> getresfuid and
+setresfuid; time, gettimeofday, clock_gettime -> clock_gettime).
   kernel   kernel-wide admin calls no module virtualizes today
 """
 
@@ -33,11 +45,11 @@ import sys
 _TABLE = """
 0   read            fd
 1   write           fd
-2   open            path path=0 nofollow=o:1
+2   open            path path=0 nofollow=o:1 op=open mode=2
 3   close           fdmeta
-4   stat            path path=0
-5   fstat           fd
-6   lstat           path path=0 nofollow=always
+4   stat            path path=0 op=stat statbuf=1:stat
+5   fstat           fd statbuf=1:stat
+6   lstat           path path=0 nofollow=always op=stat statbuf=1:stat
 7   poll            fd fd=-1 note=pollfd array
 8   lseek           fd
 9   mmap            fd fd=4
@@ -52,7 +64,7 @@ _TABLE = """
 18  pwrite64        fd
 19  readv           fd
 20  writev          fd
-21  access          path path=0
+21  access          path path=0 op=stat mode=1
 22  pipe            fdnew
 23  select          fd fd=-1 note=fd sets
 24  sched_yield     never
@@ -90,7 +102,7 @@ _TABLE = """
 56  clone           proc
 57  fork            proc
 58  vfork           proc
-59  execve          path path=0
+59  execve          path path=0 op=stat
 60  exit            never
 61  wait4           proc
 62  kill            never
@@ -107,54 +119,54 @@ _TABLE = """
 73  flock           fd
 74  fsync           fd
 75  fdatasync       fd
-76  truncate        path path=0
+76  truncate        path path=0 op=modify length=1
 77  ftruncate       fd
 78  getdents        fd
 79  getcwd          path note=answered from the process cwd
-80  chdir           path path=0
+80  chdir           path path=0 op=stat
 81  fchdir          fdmeta
-82  rename          path path=0 path2=1 nofollow=always
-83  mkdir           path path=0 nofollow=always
-84  rmdir           path path=0 nofollow=always
-85  creat           path path=0
-86  link            path path=0 path2=1 nofollow=always
-87  unlink          path path=0 nofollow=always
-88  symlink         path path2=1 nofollow=always note=arg 0 is link content
-89  readlink        path path=0 nofollow=always
-90  chmod           path path=0
+82  rename          path path=0 path2=1 nofollow=always op=rename
+83  mkdir           path path=0 nofollow=always op=create mode=1
+84  rmdir           path path=0 nofollow=always op=delete
+85  creat           path path=0 op=open mode=1
+86  link            path path=0 path2=1 nofollow=always op=link
+87  unlink          path path=0 nofollow=always op=delete
+88  symlink         path path2=1 nofollow=always op=create note=arg 0 is link content
+89  readlink        path path=0 nofollow=always op=stat
+90  chmod           path path=0 op=modify mode=1
 91  fchmod          fdattr
-92  chown           path path=0
+92  chown           path path=0 op=modify uid=1 gid=2
 93  fchown          fdattr
-94  lchown          path path=0 nofollow=always
+94  lchown          path path=0 nofollow=always op=modify uid=1 gid=2
 95  umask           path note=kept per process for virtual creat
-96  gettimeofday    time
+96  gettimeofday    time vcall=clock_gettime
 97  getrlimit       never
 98  getrusage       never
 99  sysinfo         time
 100 times           time
 101 ptrace          kernel note=tracees cannot trace (one tracer per task)
-102 getuid          id
+102 getuid          id vcall=getresfuid
 103 syslog          kernel
-104 getgid          id
-105 setuid          id
-106 setgid          id
-107 geteuid         id
-108 getegid         id
+104 getgid          id vcall=getresfgid
+105 setuid          id vcall=setresfuid
+106 setgid          id vcall=setresfgid
+107 geteuid         id vcall=getresfuid
+108 getegid         id vcall=getresfgid
 109 setpgid         never
 110 getppid         never
 111 getpgrp         never
 112 setsid          never
-113 setreuid        id
-114 setregid        id
+113 setreuid        id vcall=setresfuid
+114 setregid        id vcall=setresfgid
 115 getgroups       id
 116 setgroups       id
-117 setresuid       id
-118 getresuid       id
-119 setresgid       id
-120 getresgid       id
+117 setresuid       id vcall=setresfuid
+118 getresuid       id vcall=getresfuid
+119 setresgid       id vcall=setresfgid
+120 getresgid       id vcall=getresfgid
 121 getpgid         never
-122 setfsuid        id
-123 setfsgid        id
+122 setfsuid        id vcall=setresfuid
+123 setfsgid        id vcall=setresfgid
 124 getsid          never
 125 capget          id
 126 capset          id
@@ -163,12 +175,12 @@ _TABLE = """
 129 rt_sigqueueinfo never
 130 rt_sigsuspend   never
 131 sigaltstack     never
-132 utime           path path=0
-133 mknod           path path=0 nofollow=always
+132 utime           path path=0 op=modify times=1
+133 mknod           path path=0 nofollow=always op=create mode=1 dev=2
 134 uselib          kernel
 135 personality     never
 136 ustat           kernel
-137 statfs          path path=0
+137 statfs          path path=0 op=stat
 138 fstatfs         fd
 139 sysfs           kernel
 140 getpriority     never
@@ -195,7 +207,7 @@ _TABLE = """
 161 chroot          path path=0
 162 sync            fd fd=-1
 163 acct            kernel
-164 settimeofday    time
+164 settimeofday    time vcall=clock_settime
 165 mount           mount path=1 note=source is arg 0, type arg 2, data arg 4
 166 umount2         mount path=0
 167 swapon          kernel
@@ -219,20 +231,20 @@ _TABLE = """
 185 security        kernel
 186 gettid          never
 187 readahead       fd
-188 setxattr        path path=0
-189 lsetxattr       path path=0 nofollow=always
+188 setxattr        path path=0 op=modify
+189 lsetxattr       path path=0 nofollow=always op=modify
 190 fsetxattr       fdattr
-191 getxattr        path path=0
-192 lgetxattr       path path=0 nofollow=always
+191 getxattr        path path=0 op=stat
+192 lgetxattr       path path=0 nofollow=always op=stat
 193 fgetxattr       fd
-194 listxattr       path path=0
-195 llistxattr      path path=0 nofollow=always
+194 listxattr       path path=0 op=stat
+195 llistxattr      path path=0 nofollow=always op=stat
 196 flistxattr      fd
-197 removexattr     path path=0
-198 lremovexattr    path path=0 nofollow=always
+197 removexattr     path path=0 op=modify
+198 lremovexattr    path path=0 nofollow=always op=modify
 199 fremovexattr    fdattr
 200 tkill           never
-201 time            time
+201 time            time vcall=clock_gettime
 202 futex           never
 203 sched_setaffinity never
 204 sched_getaffinity never
@@ -258,15 +270,15 @@ _TABLE = """
 224 timer_gettime   time
 225 timer_getoverrun never
 226 timer_delete    never
-227 clock_settime   time
-228 clock_gettime   time
+227 clock_settime   time vcall=clock_settime
+228 clock_gettime   time vcall=clock_gettime
 229 clock_getres    time
 230 clock_nanosleep time
 231 exit_group      never
 232 epoll_wait      fd
 233 epoll_ctl       fd
 234 tgkill          never
-235 utimes          path path=0
+235 utimes          path path=0 op=modify times=1
 236 vserver         kernel
 237 mbind           never
 238 set_mempolicy   never
@@ -285,22 +297,22 @@ _TABLE = """
 251 ioprio_set      never
 252 ioprio_get      never
 253 inotify_init    fdnew
-254 inotify_add_watch path path=1
+254 inotify_add_watch path path=1 op=stat
 255 inotify_rm_watch fd
 256 migrate_pages   never
-257 openat          path at=0 path=1 nofollow=o:2
-258 mkdirat         path at=0 path=1 nofollow=always
-259 mknodat         path at=0 path=1 nofollow=always
-260 fchownat        path at=0 path=1 nofollow=at:4 empty=4
-261 futimesat       path at=0 path=1
-262 newfstatat      path at=0 path=1 nofollow=at:3 empty=3
-263 unlinkat        path at=0 path=1 nofollow=always
-264 renameat        path at=0 path=1 at2=2 path2=3 nofollow=always
-265 linkat          path at=0 path=1 at2=2 path2=3 nofollow=always empty=4
-266 symlinkat       path at2=1 path2=2 nofollow=always note=arg 0 is link content
-267 readlinkat      path at=0 path=1 nofollow=always empty=-1
-268 fchmodat        path at=0 path=1
-269 faccessat       path at=0 path=1
+257 openat          path at=0 path=1 nofollow=o:2 op=open mode=3
+258 mkdirat         path at=0 path=1 nofollow=always op=create mode=2
+259 mknodat         path at=0 path=1 nofollow=always op=create mode=2 dev=3
+260 fchownat        path at=0 path=1 nofollow=at:4 empty=4 op=modify uid=2 gid=3 flags=4
+261 futimesat       path at=0 path=1 op=modify times=2
+262 newfstatat      path at=0 path=1 nofollow=at:3 empty=3 op=stat statbuf=2:stat
+263 unlinkat        path at=0 path=1 nofollow=always op=delete flags=2
+264 renameat        path at=0 path=1 at2=2 path2=3 nofollow=always op=rename
+265 linkat          path at=0 path=1 at2=2 path2=3 nofollow=always empty=4 op=link flags=4
+266 symlinkat       path at2=1 path2=2 nofollow=always op=create note=arg 0 is link content
+267 readlinkat      path at=0 path=1 nofollow=always empty=-1 op=stat
+268 fchmodat        path at=0 path=1 op=modify mode=2
+269 faccessat       path at=0 path=1 op=stat mode=2
 270 pselect6        fd fd=-1 note=fd sets
 271 ppoll           fd fd=-1 note=pollfd array
 272 unshare         kernel note=namespaces would escape the view's mirrors
@@ -311,7 +323,7 @@ _TABLE = """
 277 sync_file_range fd
 278 vmsplice        fd
 279 move_pages      never
-280 utimensat       path at=0 path=1 nofollow=at:3
+280 utimensat       path at=0 path=1 nofollow=at:3 op=modify times=2
 281 epoll_pwait     fd
 282 signalfd        fdnew
 283 timerfd_create  time
@@ -332,9 +344,9 @@ _TABLE = """
 298 perf_event_open kernel
 299 recvmmsg        socket fd=0
 300 fanotify_init   kernel
-301 fanotify_mark   path at=3 path=4
+301 fanotify_mark   path at=3 path=4 op=stat
 302 prlimit64       never
-303 name_to_handle_at path at=0 path=1 nofollow=at:4 empty=4
+303 name_to_handle_at path at=0 path=1 nofollow=at:4 empty=4 op=stat
 304 open_by_handle_at fd
 305 clock_adjtime   time
 306 syncfs          fd
@@ -347,13 +359,13 @@ _TABLE = """
 313 finit_module    kernel
 314 sched_setattr   never
 315 sched_getattr   never
-316 renameat2       path at=0 path=1 at2=2 path2=3 nofollow=always
+316 renameat2       path at=0 path=1 at2=2 path2=3 nofollow=always op=rename flags=4
 317 seccomp         never note=lets the hypervisor tighten filters
 318 getrandom       never
 319 memfd_create    fdnew
 320 kexec_file_load kernel
 321 bpf             kernel
-322 execveat        path at=0 path=1 nofollow=at:4 empty=4
+322 execveat        path at=0 path=1 nofollow=at:4 empty=4 op=stat
 323 userfaultfd     fdnew
 324 membarrier      never
 325 mlock2          never
@@ -363,7 +375,7 @@ _TABLE = """
 329 pkey_mprotect   never
 330 pkey_alloc      never
 331 pkey_free       never
-332 statx           path at=0 path=1 nofollow=at:2 empty=2
+332 statx           path at=0 path=1 nofollow=at:2 empty=2 op=stat statbuf=4:statx
 333 io_pgetevents   kernel
 334 rseq            never
 424 pidfd_send_signal never
@@ -379,9 +391,9 @@ _TABLE = """
 434 pidfd_open      never
 435 clone3          proc
 436 close_range     fdmeta
-437 openat2         path at=0 path=1 note=RESOLVE_* flags in struct open_how
+437 openat2         path at=0 path=1 op=open note=RESOLVE_* flags in struct open_how
 438 pidfd_getfd     fd
-439 faccessat2      path at=0 path=1 nofollow=at:3 empty=3
+439 faccessat2      path at=0 path=1 nofollow=at:3 empty=3 op=stat mode=2
 440 process_madvise never
 441 epoll_pwait2    fd
 442 mount_setattr   mount
@@ -394,7 +406,7 @@ _TABLE = """
 449 futex_waitv     never
 450 set_mempolicy_home_node never
 451 cachestat       fd
-452 fchmodat2       path at=0 path=1 nofollow=at:3 empty=3
+452 fchmodat2       path at=0 path=1 nofollow=at:3 empty=3 op=modify mode=2
 453 map_shadow_stack never
 454 futex_wake      never
 455 futex_wait      never
@@ -405,13 +417,13 @@ _TABLE = """
 460 lsm_set_self_attr kernel
 461 lsm_list_modules kernel
 462 mseal           never
-463 setxattrat      path at=0 path=1 nofollow=at:2
-464 getxattrat      path at=0 path=1 nofollow=at:2
-465 listxattrat     path at=0 path=1 nofollow=at:2
-466 removexattrat   path at=0 path=1 nofollow=at:2
+463 setxattrat      path at=0 path=1 nofollow=at:2 op=modify
+464 getxattrat      path at=0 path=1 nofollow=at:2 op=stat
+465 listxattrat     path at=0 path=1 nofollow=at:2 op=stat
+466 removexattrat   path at=0 path=1 nofollow=at:2 op=modify
 467 open_tree_attr  mount
-468 file_getattr    path at=0 path=1 nofollow=at:4
-469 file_setattr    path at=0 path=1 nofollow=at:4
+468 file_getattr    path at=0 path=1 nofollow=at:4 op=stat
+469 file_setattr    path at=0 path=1 nofollow=at:4 op=modify
 """
 
 FAMILIES = ("never", "proc", "path", "fd", "fdmeta", "fdattr", "fdnew", "socket", "id", "time",
@@ -437,7 +449,28 @@ class Syscall(typing.NamedTuple):   # not a dataclass: start-up time
     fd2: int | None = None
     nofollow: str | None = None   # always | at:N | o:N
     empty: int | None = None      # arg index of flags that may hold AT_EMPTY_PATH
+    vcall: str | None = None      # the virtual call it is a variant of (below)
+    op: str | None = None         # path calls: stat open modify create delete rename link
+    mode: int | None = None       # argument roles a service needs, by index
+    dev: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    length: int | None = None
+    times: int | None = None
+    flags: int | None = None      # the call's own AT_/RENAME_ flags
+    statbuf: str | None = None    # "INDEX:stat" or "INDEX:statx"
     note: str = ""
+
+    @property
+    def stat_layout(self) -> tuple[int, str] | None:
+        """(buffer argument, "stat" | "statx") of a stat call."""
+        if self.statbuf is None:
+            return None
+        index, _, layout = self.statbuf.partition(":")
+        return int(index), layout
+
+
+_TEXT_FIELDS = ("nofollow", "vcall", "op", "statbuf")
 
 
 def _parse(text: str) -> list[Syscall]:
@@ -448,7 +481,7 @@ def _parse(text: str) -> list[Syscall]:
         fields = {}
         for word in words[3:]:
             key, _, value = word.partition("=")
-            fields[key] = value if key == "nofollow" else int(value)
+            fields[key] = value if key in _TEXT_FIELDS else int(value)
         if words[2] not in FAMILIES:
             raise ValueError(f"syscall table: unknown family in {line!r}")
         calls.append(Syscall(int(words[0]), words[1], words[2], note=note,
@@ -460,6 +493,14 @@ TABLE: list[Syscall] = _parse(_TABLE)
 BY_NAME: dict[str, Syscall] = {s.name: s for s in TABLE}
 BY_NR: dict[int, Syscall] = {s.nr: s for s in TABLE}
 NR: dict[str, int] = {s.name: s.nr for s in TABLE}
+
+
+#: virtual call -> the syscalls that are variants of it
+VIRTUAL_CALLS: dict[str, tuple[str, ...]] = {}
+for _s in TABLE:
+    if _s.vcall:
+        VIRTUAL_CALLS.setdefault(_s.vcall, ())
+        VIRTUAL_CALLS[_s.vcall] += (_s.name,)
 
 
 def numbers(families=(), names=()) -> set[int]:
@@ -490,7 +531,8 @@ def coverage_markdown() -> str:
         out.append(f"| {nr} | {name} | control | answered by the hypervisor |")
     for s in TABLE:
         details = [f"{k}={v}" for k, v in (("path", s.path), ("at", s.at),
-                   ("path2", s.path2), ("nofollow", s.nofollow)) if v is not None]
+                   ("path2", s.path2), ("nofollow", s.nofollow),
+                   ("virtual call", s.vcall)) if v is not None]
         if s.note:
             details.append(s.note)
         out.append(f"| {s.nr} | {s.name} | {s.family} | {', '.join(details)} |")

@@ -8,6 +8,8 @@ It knows nothing of modules. It reports to a *handler* object:
   handler.on_new_thread(process, tid)
   handler.on_exec(process)
   handler.on_exit(process)
+  handler.on_tightened()      some process traps more numbers than before
+                              (tighten_process): see Tracer.tightened
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import signal
 import struct
 import time
 
-from . import ptrace_core as pc
+from . import ccore
 from . import procinfo, seccomp_filter, syscall_table
 
 log = logging.getLogger("umvu.tracer")
@@ -33,18 +35,17 @@ NR_SECCOMP = syscall_table.NR["seccomp"]
 NR_RESTART = syscall_table.NR["restart_syscall"]
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_FILTER_FLAG_TSYNC = 1
-CLONE_VM, CLONE_FS, CLONE_FILES, CLONE_THREAD = 0x100, 0x200, 0x400, 0x10000
-CLONE_VFORK = 0x4000
+from .linux import CLONE_THREAD  # noqa: E402
 U64 = (1 << 64) - 1
 PR_SET_CHILD_SUBREAPER = 36
 EARLY_EXIT_TTL = 5.0        # seconds an exit of an unknown tid is kept
 #: returned by handler.on_syscall: the thread stays stopped; a worker will
 #: answer through Tracer.post()
 DEFER = object()
-#: fast-path entry: the C core resumes the call by itself
-FAST_RESUME = (pc.FAST_RESUME, -1, -1, -1, -1, 0, -1, -1, 0)
+#: fast-path row: the C core resumes the call by itself
+FAST_RESUME = ccore.RESUME
 #: per-thread flags the view gives the C core (set_thread_view)
-TF_PYTHON, TF_NOMAP = pc.TF_PYTHON, pc.TF_NOMAP
+TF_PYTHON, TF_NOMAP = ccore.TF_PYTHON, ccore.TF_NOMAP
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -114,13 +115,13 @@ class TrappedCall:
         return self.thread.process
 
     def read(self, addr: int, size: int) -> bytes:
-        return pc.read(self.tid, addr, size)
+        return ccore.read(self.tid, addr, size)
 
     def read_str(self, addr: int, limit: int = 4096) -> bytes:
-        return pc.read_str(self.tid, addr, limit)
+        return ccore.read_str(self.tid, addr, limit)
 
     def write(self, addr: int, data: bytes) -> None:
-        pc.write(self.tid, addr, data)
+        ccore.write(self.tid, addr, data)
 
 
 class NotifiedCall(TrappedCall):
@@ -157,7 +158,7 @@ class SyscallStop(TrappedCall):
     def scratch(self, data: bytes) -> int:
         """Copy data into the tracee's stack, below the red zone."""
         self._scratch = (self._scratch - len(data)) & ~15
-        pc.write(self.tid, self._scratch, data)
+        ccore.write(self.tid, self._scratch, data)
         return self._scratch
 
     def set_arg(self, index: int, value: int) -> None:
@@ -185,7 +186,7 @@ class Tracer:
         # poll before sleeping in waitpid: a stop wakes a sleeping tracer
         # through an idle CPU, tens of microseconds on a VM; trap-heavy work
         # ran 2-3x faster with 50 us here (docs/performance.md)
-        pc.lib.umvu_spin_ns = int(os.environ.get("UMVU_SPIN_US", "50")) * 1000
+        ccore.lib.umvu_set_spin(int(os.environ.get("UMVU_SPIN_US", "50")) * 1000)
         # what happened to threads before their creator's clone event was
         # seen (waitpid reports in no particular order): tid -> [(kind, item)]
         self._early: dict[int, list] = {}
@@ -198,17 +199,24 @@ class Tracer:
         self.attached = False
         self.notifying = seccomp_filter.notifying()
         self.trapped = seccomp_filter.trapped_numbers()    # what it traps
+        #: what some processes trap beyond that (tighten_process): the C
+        #: core needs rows for these numbers too
+        self.tightened: frozenset[int] = frozenset()
+        self._fast_events = 0
         # the view stays our descendants, so that attach_all finds it and
         # umvu waits for daemons, and SIGCHLD wakes the loop (umvu_wait)
-        pc.check(pc.lib.umvu_wait_init())
+        ccore.check(ccore.lib.umvu_wait_init())
         _libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-        self._event = pc.new_event()
+        self._event = ccore.new_event()
         self.on_trace = None                    # callable(stop, result) for --trace
         self.current_thread: Thread | None = None   # the one in on_syscall
         self.lock = contextlib.nullcontext()      # the handler's, if it has workers
         self.completions: queue.SimpleQueue = queue.SimpleQueue()
         self.deferred = 0
         self.busy_workers = lambda: False        # the handler's, if it has workers
+        #: callable(process) run at an exec stop, before the new program's
+        #: first instruction (umvu.vdso); while set, exec events reach Python
+        self.exec_hook = None
 
     def describe(self) -> str:
         """The tables, for a person debugging a stuck view."""
@@ -216,7 +224,8 @@ class Tracer:
         return (f"attached={self.attached} "
                 f"processes={sorted(self.processes)} threads={sorted(self.threads)} "
                 f"early={early} deferred={self.deferred} "
-                f"fast_events={pc.lib.umvu_fast_events} level={self.level} "
+                f"fast_events={self._fast_events} level={self.level} "
+                f"fast={ccore.stats()} "
                 f"levels={[(p.pid, p.level) for p in self.processes.values()]}")
 
     # ---- filters ---------------------------------------------------------
@@ -248,33 +257,34 @@ class Tracer:
     def _update_fast_events(self) -> None:
         """Let the C core handle process events alone only while no process
         waits for a filter (a new child would inherit the old one)."""
-        pc.lib.umvu_fast_events = int(all(
+        self._fast_events = int(self.exec_hook is None and all(
             p.level == self.level for p in self.processes.values()))
+        ccore.lib.umvu_set_fast_events(self._fast_events)
 
-    def set_fast_info(self, info: dict[int, tuple]) -> None:
+    def set_fast_info(self, info: dict[int, ccore.FastRow]) -> None:
         """What the C core may decide alone at a seccomp stop, per number."""
-        pc.set_fast_info(info)
+        ccore.set_fast_rows(info)
 
     def set_thread_view(self, tid: int, pid: int, flags: int, cwd: str, fds) -> None:
         """What the C core must know of a thread to decide alone (TF_* flags,
         cwd, the descriptors the view mirrors)."""
-        pc.set_thread(tid, pid, flags, cwd, fds)
+        ccore.set_thread(tid, pid, flags, cwd, fds)
 
     def proc_is_virtual(self) -> None:
         """Some process's /proc/PID/{cwd,fd,exe} now differ from the kernel's:
         the C core sends such paths to Python from now on."""
-        pc.lib.umvu_proc_virtual = 1
+        ccore.set_proc_virtual()
 
-    def set_mount_points(self, mounts: list[tuple[str, str | None]]) -> None:
+    def set_mount_points(self, mounts: list[ccore.MountRow]) -> None:
         """Paths below which the C core must ask Python, unless the host
-        directory given with one stands for it (a plain bind)."""
-        pc.set_mounts(mounts)
+        directory given with one stands for it (a plain bind, or layers)."""
+        ccore.set_mounts(mounts)
 
     def _interrupt(self, proc: Process) -> None:
         for thread in proc.threads.values():
             if thread.listening:
                 continue            # group-stopped: filtered when continued
-            if pc.try_ptrace(pc.PTRACE_INTERRUPT, thread.tid) == 0:
+            if ccore.try_ptrace(ccore.PTRACE_INTERRUPT, thread.tid) == 0:
                 thread.interrupted = True
                 return
 
@@ -282,10 +292,10 @@ class Tracer:
     def spawn(self, path: str, argv: list[str], env: dict[str, str],
               default_signals: list[int]) -> Process:
         bpf = self.filters[-1] if self.attached else None
-        pid, listener = pc.spawn(path, argv, env, self.notifying, bpf,
-                                 default_signals)
+        pid, listener = ccore.spawn(path, argv, env, self.notifying, bpf,
+                                    default_signals)
         if listener >= 0:
-            pc.check(pc.lib.umvu_add_listener(listener))
+            ccore.check(ccore.lib.umvu_add_listener(listener))
         proc = Process(pid, None, self.level)
         self._add_thread(pid, proc).traced = self.attached
         self.processes[pid] = proc
@@ -308,7 +318,7 @@ class Tracer:
             if not found:
                 break
             for pid, ppid, tid in found:
-                err = pc.try_ptrace(pc.PTRACE_SEIZE, tid, 0, pc.OPTIONS)
+                err = ccore.try_ptrace(ccore.PTRACE_SEIZE, tid, 0, ccore.OPTIONS)
                 if err < 0:
                     failed.add(tid)
                     if err != -errno.ESRCH and not procinfo.is_dead(tid):
@@ -338,12 +348,12 @@ class Tracer:
         """Serve events until no tracee is left or `until()` is true. Until
         `watch` exits, other exits need not wake Python (they are journaled)."""
         ev = self._event
-        pc.lib.umvu_watch_pid = watch.pid if watch is not None else 0
+        watch_pid = watch.pid if watch is not None else 0
         while not until():
-            pc.lib.umvu_wake_on_exits = int(watch is None or watch.exited)
-            pc.lib.umvu_early_pending = 1 if self._early else 0
+            ccore.lib.umvu_set_watch(watch_pid, watch is None or watch.exited,
+                                     bool(self._early))
             timeout = 2000 if self.deferred or self.busy_workers() else -1
-            ret = pc.lib.umvu_wait(ev, timeout)
+            ret = ccore.lib.umvu_wait(ev, timeout)
             with self.lock:
                 self._replay()
                 self._complete_deferred()
@@ -353,22 +363,22 @@ class Tracer:
                     return
                 if ret == -errno.ECHILD:
                     continue
-                pc.check(ret)
-                if ev.kind != pc.EV_JOURNAL_FULL:
+                ccore.check(ret)
+                if ev.kind != ccore.EV_JOURNAL_FULL:
                     self._dispatch(ev)
 
     # ---- calls answered later, by a worker thread ----------------------------
     def post(self, stop: "SyscallStop", result) -> None:
         """From a worker: the deferred stop is answered (see DEFER)."""
         self.completions.put((stop, result))
-        pc.lib.umvu_poke()
+        ccore.lib.umvu_poke()
 
     def call_soon(self, func, *args) -> "queue.SimpleQueue":
         """From a worker: run func on the tracer's thread (ptrace requests
         belong to it). Returns a queue that will receive (result, error)."""
         reply = queue.SimpleQueue()
         self.completions.put((None, (func, args, reply)))
-        pc.lib.umvu_poke()
+        ccore.lib.umvu_poke()
         return reply
 
     def _complete_deferred(self) -> None:
@@ -389,26 +399,19 @@ class Tracer:
 
     def _replay(self) -> None:
         """Book-keep the process events the C core handled on its own."""
-        lib = pc.lib
-        count = lib.umvu_journal_len
-        if not count:
-            return
-        entries = [(e.kind, e.tid, e.msg, e.flags, e.status)
-                   for e in (lib.umvu_journal[i] for i in range(count))]
-        lib.umvu_journal_len = 0
-        for entry in entries:
+        for entry in ccore.journal_take():
             self._apply(entry)
 
     def _apply(self, entry) -> None:
         kind, tid, msg, flags, status = entry
         thread = self.threads.get(tid)
-        if thread is None and kind == pc.EV_EXITED:
+        if thread is None and kind == ccore.EV_EXITED:
             self._early_exit(tid, ("journal", entry))
         elif thread is None:
             self._early.setdefault(tid, []).append(("journal", entry))
-        elif kind == pc.EV_CLONE:
+        elif kind == ccore.EV_CLONE:
             self._run_early(self._record_clone(thread, msg, flags))
-        elif kind == pc.EV_EXEC:
+        elif kind == ccore.EV_EXEC:
             self._record_exec(thread, msg)
         else:
             self._on_exited(thread, status)
@@ -432,33 +435,33 @@ class Tracer:
     def _dispatch(self, ev) -> None:
         tid = ev.tid
         kind = ev.kind
-        if kind == pc.EV_NOTIF:
+        if kind == ccore.EV_NOTIF:
             self._on_notif(ev)
             return
         thread = self.threads.get(tid)
         if thread is None:
-            if kind == pc.EV_EXITED:
+            if kind == ccore.EV_EXITED:
                 self._early_exit(tid, ("event", _copy_event(ev)))
                 return
             # a new child may stop before its parent reports the clone
             self._early.setdefault(tid, []).append(("event", _copy_event(ev)))
             return
-        if kind == pc.EV_SECCOMP:
+        if kind == ccore.EV_SECCOMP:
             self._on_seccomp(thread, ev)
-        elif kind == pc.EV_SIGNAL:
-            pc.try_ptrace(pc.PTRACE_CONT, tid, 0, ev.sig)
-        elif kind == pc.EV_STOP:
+        elif kind == ccore.EV_SIGNAL:
+            ccore.try_ptrace(ccore.PTRACE_CONT, tid, 0, ev.sig)
+        elif kind == ccore.EV_STOP:
             self._on_stop(thread, ev.sig)
-        elif kind == pc.EV_CLONE:
+        elif kind == ccore.EV_CLONE:
             self._on_clone(thread, ev.msg)
-        elif kind == pc.EV_EXEC:
+        elif kind == ccore.EV_EXEC:
             self._on_exec(thread, ev.msg)
-        elif kind == pc.EV_EXITED:
+        elif kind == ccore.EV_EXITED:
             self._on_exited(thread, ev.status)
-        elif kind == pc.EV_SYSCALL_EXIT:
+        elif kind == ccore.EV_SYSCALL_EXIT:
             self._on_syscall_exit(thread, ev.rval)
         else:   # exit stop, vfork done, stray syscall stops
-            pc.try_ptrace(pc.PTRACE_CONT, tid)
+            ccore.try_ptrace(ccore.PTRACE_CONT, tid)
 
     def _on_seccomp(self, thread: Thread, ev) -> None:
         stop = SyscallStop(self, thread, ev)
@@ -484,9 +487,9 @@ class Tracer:
     def _reply(self, call: NotifiedCall, result) -> None:
         if self.on_trace is not None:
             self.on_trace(call, result)
-        err = pc.lib.umvu_notif_reply(call.listener, call.id,
-                                      0 if result is None else result,
-                                      int(result is None))
+        err = ccore.lib.umvu_notif_reply(call.listener, call.id,
+                                         0 if result is None else result,
+                                         int(result is None))
         if err < 0 and err != -errno.ENOENT:    # ENOENT: the caller is gone
             log.error("notification reply to %d: %s", call.tid, os.strerror(-err))
 
@@ -498,7 +501,7 @@ class Tracer:
         tid = thread.tid
         pending = thread.process.level < self.level
         if result is not None:
-            pc.check(pc.lib.umvu_set_result(tid, result))
+            ccore.check(ccore.lib.umvu_set_result(tid, result))
             if pending:     # a skipped call reaches its exit stop at once
                 self._filter_at_seccomp_stop(thread)
                 return
@@ -507,19 +510,19 @@ class Tracer:
             return
         if pending:
             self._interrupt(thread.process)   # the call may block: later
-        pc.try_ptrace(pc.PTRACE_CONT, tid)
+        ccore.try_ptrace(ccore.PTRACE_CONT, tid)
 
     def _run_to_exit(self, thread: Thread, stop: SyscallStop) -> None:
-        regs = pc.getregs(thread.tid)
+        regs = ccore.getregs(thread.tid)
         saved = tuple(getattr(regs, r) for r in ARG_REGS)
         for index, value in stop.new_args.items():
             setattr(regs, ARG_REGS[index], value)
         if stop.new_args:
-            pc.setregs(thread.tid, regs)
+            ccore.setregs(thread.tid, regs)
         thread.exit_hook = (stop.exit_hook, saved if stop.new_args else None)
         if thread.process.level < self.level:
             self._interrupt(thread.process)
-        pc.try_ptrace(pc.PTRACE_SYSCALL, thread.tid)
+        ccore.try_ptrace(ccore.PTRACE_SYSCALL, thread.tid)
 
     def _on_syscall_exit(self, thread: Thread, rval: int) -> None:
         hook, saved = thread.exit_hook or (None, None)
@@ -531,30 +534,30 @@ class Tracer:
             except Exception:
                 log.exception("exit hook failed")
         if result is not None or saved is not None:
-            regs = pc.getregs(thread.tid)
+            regs = ccore.getregs(thread.tid)
             if result is not None:
                 regs.rax = result & U64
             if saved is not None:
                 for name, value in zip(ARG_REGS, saved):
                     setattr(regs, name, value)
-            pc.setregs(thread.tid, regs)
-        pc.try_ptrace(pc.PTRACE_CONT, thread.tid)
+            ccore.setregs(thread.tid, regs)
+        ccore.try_ptrace(ccore.PTRACE_CONT, thread.tid)
 
     def _on_stop(self, thread: Thread, sig: int) -> None:
         if sig in STOP_SIGNALS:         # group stop: stay stopped until SIGCONT
             thread.listening = True
-            pc.try_ptrace(pc.PTRACE_LISTEN, thread.tid)
+            ccore.try_ptrace(ccore.PTRACE_LISTEN, thread.tid)
             return
         thread.listening = False
         thread.interrupted = False
         if thread.process.level < self.level:
             self._install_filter(thread, restart=True)
-        pc.try_ptrace(pc.PTRACE_CONT, thread.tid)
+        ccore.try_ptrace(ccore.PTRACE_CONT, thread.tid)
 
     def _on_clone(self, thread: Thread, child_tid: int) -> None:
         early = self._record_clone(thread, child_tid,
-                                   pc.lib.umvu_clone_flags(thread.tid))
-        pc.try_ptrace(pc.PTRACE_CONT, thread.tid)
+                                   ccore.lib.umvu_clone_flags(thread.tid))
+        ccore.try_ptrace(ccore.PTRACE_CONT, thread.tid)
         self._run_early(early)
 
     def _record_clone(self, thread: Thread, child_tid: int, flags: int) -> list:
@@ -578,7 +581,12 @@ class Tracer:
 
     def _on_exec(self, thread: Thread, former_tid: int) -> None:
         thread = self._record_exec(thread, former_tid)
-        pc.try_ptrace(pc.PTRACE_CONT, thread.tid)
+        if self.exec_hook is not None:
+            try:
+                self.exec_hook(thread.process)
+            except Exception:
+                log.exception("exec hook failed")
+        ccore.try_ptrace(ccore.PTRACE_CONT, thread.tid)
 
     def _record_exec(self, thread: Thread, former_tid: int) -> Thread:
         """After exec only the execing thread is left, with the leader's tid."""
@@ -586,7 +594,7 @@ class Tracer:
         execing = self.threads.get(former_tid, thread)
         for tid in proc.threads:
             self.threads.pop(tid, None)
-            pc.lib.umvu_forget_thread(tid)
+            ccore.lib.umvu_forget_thread(tid)
         proc.threads.clear()
         execing.tid = proc.pid
         self.threads[proc.pid] = execing
@@ -598,7 +606,7 @@ class Tracer:
 
     def _on_exited(self, thread: Thread, status: int) -> None:
         proc = thread.process
-        pc.lib.umvu_forget_thread(thread.tid)
+        ccore.lib.umvu_forget_thread(thread.tid)
         self.threads.pop(thread.tid, None)
         proc.threads.pop(thread.tid, None)
         if not proc.threads and not proc.exited:
@@ -613,28 +621,31 @@ class Tracer:
     def _filter_at_seccomp_stop(self, thread: Thread) -> None:
         """The call was answered and skipped: take it to its exit stop, then
         install the filter from there."""
-        pc.try_ptrace(pc.PTRACE_SYSCALL, thread.tid)
+        ccore.try_ptrace(ccore.PTRACE_SYSCALL, thread.tid)
         if not self._wait_exit_stop(thread):
             return
         self._install_filter(thread, restart=False)
-        pc.try_ptrace(pc.PTRACE_CONT, thread.tid)
+        ccore.try_ptrace(ccore.PTRACE_CONT, thread.tid)
 
     def tighten_process(self, thread: Thread, trapped: frozenset[int]) -> None:
         """From an exit stop: one more filter for this process (and the
         children it will have) only."""
         bpf = seccomp_filter.build(trapped | self.trapped)
         self._install_filter(thread, restart=False, bpf=bpf)
+        if not trapped <= self.trapped | self.tightened:
+            self.tightened |= trapped
+            self.handler.on_tightened()
 
     def _install_filter(self, thread: Thread, restart: bool, bpf=None) -> None:
         proc = thread.process
         private = bpf is not None
         bpf = bpf or self.filters[self.level]
         try:
-            sp = pc.getregs(thread.tid).rsp
+            sp = ccore.getregs(thread.tid).rsp
             prog = (sp - 128 - len(bpf)) & ~15
             fprog = prog - 16
-            pc.write(thread.tid, prog, bpf)
-            pc.write(thread.tid, fprog, struct.pack("HxxxxxxQ", len(bpf) // 8, prog))
+            ccore.write(thread.tid, prog, bpf)
+            ccore.write(thread.tid, fprog, struct.pack("HxxxxxxQ", len(bpf) // 8, prog))
             res = self.run_syscall(thread, NR_SECCOMP,
                                    (SECCOMP_SET_MODE_FILTER,
                                     SECCOMP_FILTER_FLAG_TSYNC, fprog),
@@ -661,8 +672,8 @@ class Tracer:
         None when the thread died meanwhile.
         """
         tid = thread.tid
-        saved = pc.getregs(tid)
-        regs = pc.copy_regs(saved)
+        saved = ccore.getregs(tid)
+        regs = ccore.copy_regs(saved)
         regs.rip = self._syscall_insn(thread, saved)
         regs.rax = nr
         regs.orig_rax = U64
@@ -670,40 +681,40 @@ class Tracer:
             setattr(regs, name, value & U64)
         if stack is not None:
             regs.rsp = stack
-        pc.setregs(tid, regs)
+        ccore.setregs(tid, regs)
         pending_signals = []
-        pc.ptrace(pc.PTRACE_SYSCALL, tid)
-        ev = pc.new_event()
+        ccore.ptrace(ccore.PTRACE_SYSCALL, tid)
+        ev = ccore.new_event()
         while True:
-            pc.check(pc.lib.umvu_wait_tid(tid, ev))
-            if ev.kind == pc.EV_SYSCALL_EXIT:
+            ccore.check(ccore.lib.umvu_wait_tid(tid, ev))
+            if ev.kind == ccore.EV_SYSCALL_EXIT:
                 result = signed(ev.rval)
                 break
-            if ev.kind == pc.EV_EXITED:
+            if ev.kind == ccore.EV_EXITED:
                 self._on_exited(thread, ev.status)
                 return None
-            if ev.kind == pc.EV_SIGNAL:
+            if ev.kind == ccore.EV_SIGNAL:
                 pending_signals.append(ev.sig)
-            pc.ptrace(pc.PTRACE_SYSCALL, tid)
+            ccore.ptrace(ccore.PTRACE_SYSCALL, tid)
         if restart:
             _fix_restart(saved, tid)
-        pc.setregs(tid, saved)
+        ccore.setregs(tid, saved)
         for sig in pending_signals:
             _tgkill(thread.process.pid, tid, sig)
         return result
 
     def _wait_exit_stop(self, thread: Thread) -> bool:
-        ev = pc.new_event()
+        ev = ccore.new_event()
         while True:
-            if pc.lib.umvu_wait_tid(thread.tid, ev) < 0:
+            if ccore.lib.umvu_wait_tid(thread.tid, ev) < 0:
                 return False
-            if ev.kind == pc.EV_SYSCALL_EXIT:
+            if ev.kind == ccore.EV_SYSCALL_EXIT:
                 return True
-            if ev.kind == pc.EV_EXITED:
+            if ev.kind == ccore.EV_EXITED:
                 self._on_exited(thread, ev.status)
                 return False
-            pc.try_ptrace(pc.PTRACE_SYSCALL, thread.tid,
-                          0, ev.sig if ev.kind == pc.EV_SIGNAL else 0)
+            ccore.try_ptrace(ccore.PTRACE_SYSCALL, thread.tid,
+                             0, ev.sig if ev.kind == ccore.EV_SIGNAL else 0)
 
     def _syscall_insn(self, thread: Thread, regs) -> int:
         """Address of a `syscall` instruction in the tracee (vDSO first)."""
@@ -727,7 +738,7 @@ def _fix_restart(regs, tid: int) -> None:
         return
     if nr < 0:      # -1 is also "not in a call": it must have just returned
         try:
-            if pc.read(tid, regs.rip - 2, 2) != b"\x0f\x05":
+            if ccore.read(tid, regs.rip - 2, 2) != b"\x0f\x05":
                 return
         except OSError:
             return
@@ -751,7 +762,7 @@ def _find_syscall_insn(tid: int) -> int | None:
     for line in wanted:
         start, end = (int(x, 16) for x in line.split()[0].split("-"))
         try:
-            code = pc.read(tid, start, min(end - start, 1 << 20))
+            code = ccore.read(tid, start, min(end - start, 1 << 20))
         except OSError:
             continue
         pos = code.find(b"\x0f\x05")

@@ -19,28 +19,25 @@ import socket
 import stat
 import struct
 
-from . import ptrace_core as pc
+from . import ccore
 from . import syscall_table
 from . import procinfo, served, structs
+from .linux import (AT_EMPTY_PATH, AT_FDCWD, AT_REMOVEDIR, AT_SYMLINK_NOFOLLOW,
+                    CLOSE_RANGE_CLOEXEC, CLOSE_RANGE_UNSHARE, F_DUPFD,
+                    F_DUPFD_CLOEXEC, F_SETFD, MS_NOEXEC, O_CLOEXEC,
+                    O_CREAT, O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_RDWR, O_TRUNC,
+                    RESOLVE_BENEATH, RESOLVE_IN_ROOT, RESOLVE_NO_SYMLINKS, RESOLVE_NO_XDEV, UTIME_NOW, UTIME_OMIT)
 from .fsstate import FdTable, OpenFile, ProcFs
-from .lowerview import LowerView, caller
-from .module import Answer, PathCall, Redirect
+from .lowerview import LowerView
+from .module import _serve_for
+from .module import Answer, Caller, ExecRequest, FdChange, Module, PathCall, \
+    PathService, Redirect
 from .pathwalk import MAGIC, Walker
 from .services import path_under as _under
 from .tracer import TF_NOMAP, TF_PYTHON
 
 log = logging.getLogger("umvu")
 
-AT_FDCWD = -100
-AT_SYMLINK_NOFOLLOW = 0x100
-AT_EMPTY_PATH = 0x1000
-O_ACCMODE, O_CREAT, O_EXCL, O_TRUNC = 3, 0o100, 0o200, 0o1000
-O_NOFOLLOW, O_CLOEXEC, O_DIRECTORY = 0o400000, 0o2000000, 0o200000
-O_RDWR = 2
-F_DUPFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 2, 1030
-CLOSE_RANGE_UNSHARE, CLOSE_RANGE_CLOEXEC = 2, 4
-RESOLVE_NO_XDEV, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS = 1, 2, 4
-RESOLVE_BENEATH, RESOLVE_IN_ROOT = 8, 0x10
 KEY = "_vfs"
 NR_FCNTL = syscall_table.NR["fcntl"]
 NR_CLOSE = syscall_table.NR["close"]
@@ -55,48 +52,6 @@ ALL_FD_CALLS = frozenset(sc.nr for sc in syscall_table.TABLE
 META_FD_CALLS = frozenset(sc.nr for sc in syscall_table.TABLE
                           if sc.family == "fdattr" or sc.name == "fstat")
 WATCH_META, WATCH_ALL = 1, 2
-#: op classes of single-path calls (see module.PathCall)
-OPS = {
-    "stat": "stat", "lstat": "stat", "newfstatat": "stat", "statx": "stat",
-    "access": "stat", "faccessat": "stat", "faccessat2": "stat",
-    "readlink": "stat", "readlinkat": "stat", "getxattr": "stat",
-    "lgetxattr": "stat", "listxattr": "stat", "llistxattr": "stat",
-    "getxattrat": "stat", "listxattrat": "stat", "statfs": "stat",
-    "chdir": "stat", "execve": "stat", "execveat": "stat",
-    "inotify_add_watch": "stat", "fanotify_mark": "stat",
-    "name_to_handle_at": "stat", "file_getattr": "stat",
-    "open": "open", "openat": "open", "creat": "open", "openat2": "open",
-    "chmod": "modify", "fchmodat": "modify", "fchmodat2": "modify",
-    "chown": "modify", "lchown": "modify", "fchownat": "modify",
-    "truncate": "modify", "utime": "modify", "utimes": "modify",
-    "futimesat": "modify", "utimensat": "modify", "setxattr": "modify",
-    "lsetxattr": "modify", "removexattr": "modify", "lremovexattr": "modify",
-    "setxattrat": "modify", "removexattrat": "modify", "file_setattr": "modify",
-    "mkdir": "create", "mkdirat": "create", "mknod": "create",
-    "mknodat": "create", "symlink": "create", "symlinkat": "create",
-    "unlink": "delete", "rmdir": "delete", "unlinkat": "delete",
-}
-#: where the arguments services need sit, per syscall
-CALL_ARGS = {
-    "open": {"mode": 2}, "openat": {"mode": 3}, "creat": {"mode": 1},
-    "mkdir": {"mode": 1}, "mkdirat": {"mode": 2},
-    "mknod": {"mode": 1, "dev": 2}, "mknodat": {"mode": 2, "dev": 3},
-    "chmod": {"mode": 1}, "fchmodat": {"mode": 2}, "fchmodat2": {"mode": 2},
-    "chown": {"uid": 1, "gid": 2}, "lchown": {"uid": 1, "gid": 2},
-    "fchownat": {"uid": 2, "gid": 3},
-    "truncate": {"length": 1},
-    "access": {"mode": 1}, "faccessat": {"mode": 2}, "faccessat2": {"mode": 2},
-}
-#: the times argument of the utime* calls
-TIMES_ARG = {"utime": 1, "utimes": 1, "futimesat": 2, "utimensat": 2}
-UTIME_NOW, UTIME_OMIT = (1 << 30) - 1, (1 << 30) - 2
-#: buffer argument and layout of the stat calls whose fields a service may set
-STAT_LAYOUT = {"stat": (1, "stat"), "lstat": (1, "stat"), "fstat": (1, "stat"),
-               "newfstatat": (2, "stat"), "statx": (4, "statx")}
-TWO_PATHS = {"rename": "rename", "renameat": "rename", "renameat2": "rename",
-             "link": "link", "linkat": "link"}
-AT_REMOVEDIR = 0x200
-MS_NOEXEC = 8
 
 
 def _signed32(value: int) -> int:
@@ -117,8 +72,9 @@ class Vfs:
         FdTable.on_release = self._released
         for sc in syscall_table.TABLE:
             method = getattr(self, "sys_" + sc.name, None)
-            if method is None and (sc.name in OPS or sc.name in TWO_PATHS):
-                method = self.sys_path if sc.name in OPS else self.sys_two_paths
+            if method is None and sc.op is not None:
+                method = self.sys_two_paths if sc.op in ("rename", "link") \
+                    else self.sys_path
             if sc.family in ("fd", "fdmeta", "fdattr") and sc.fd is not None \
                     and sc.fd >= 0:
                 self._fd_methods[sc.nr] = method
@@ -181,7 +137,7 @@ class Vfs:
             finally:
                 if ph is not None:
                     os.close(ph)
-        if getattr(entry.service, "blocking", False):
+        if entry.service is not None and entry.service.blocking:
             self.view.submit(release)       # it may wait for a daemon
         else:
             release()
@@ -218,37 +174,40 @@ class Vfs:
     ALWAYS = ("fchdir", "io_uring_setup", "bind", "connect")
 
     #: calls that must always reach Python: they change or report the state
+    #: (close_range's descriptor argument starts a range: not one to check)
     SLOW = {"chdir", "fchdir", "chroot", "execve", "execveat", "getcwd",
-            "io_uring_setup", "bind", "connect"}
+            "io_uring_setup", "bind", "connect", "close_range"}
 
     def fast_entry(self, nr: int):
-        """The C fast-path entry for a number this layer handles, or None."""
+        """The C fast-path row (FastRow) of a number this layer handles, or None."""
         sc = syscall_table.BY_NR[nr]
         if sc.name in self.SLOW:
             return None
         if sc.family in ("fd", "fdmeta", "fdattr"):
             fd = sc.fd if sc.fd is not None else -1
             fd2 = sc.fd2 if sc.fd2 is not None else -1
-            return (pc.FAST_FD, fd, -1, fd2, -1, 0, -1, -1)
+            return ccore.FastRow(ccore.FAST_FD, path=fd, path2=fd2)
         if sc.family != "path":
             return None
         path, at = (sc.path, sc.at) if sc.path is not None else (sc.path2, sc.at2)
         path2, at2 = (sc.path2, sc.at2) if sc.path is not None else (None, None)
-        follow, follow_arg = pc.FOLLOW_ALWAYS, -1
+        follow, follow_arg = ccore.FOLLOW_ALWAYS, -1
         if sc.nofollow == "always":
-            follow = pc.FOLLOW_NEVER
+            follow = ccore.FOLLOW_NEVER
         elif sc.nofollow:
             kind, _, arg = sc.nofollow.partition(":")
-            follow, follow_arg = (pc.FOLLOW_AT if kind == "at" else pc.FOLLOW_O), int(arg)
+            follow, follow_arg = (ccore.FOLLOW_AT if kind == "at" else ccore.FOLLOW_O), int(arg)
         none = lambda v: -1 if v is None else v  # noqa: E731
         # below a plain bind the C core may rewrite the path itself, but not
         # of a call that opens a descriptor (the view mirrors those); below
         # layers (cow) only of a stat-like one (the others may copy up)
-        op = OPS.get(sc.name)
+        op = sc.op
         rewrite = 0 if path2 is not None or op in (None, "open") or \
             sc.name == "openat2" else {"stat": 1, "modify": 2}.get(op, 3)
-        return (pc.FAST_PATH, none(path), none(at), none(path2), none(at2),
-                follow, follow_arg, none(sc.empty), rewrite)
+        return ccore.FastRow(ccore.FAST_PATH, path=none(path), at=none(at),
+                          path2=none(path2), at2=none(at2), follow=follow,
+                          follow_arg=follow_arg, empty=none(sc.empty),
+                          rewrite=rewrite)
 
     def _magic(self, pid: int, kind: str) -> str | None:
         """/proc/PID/{cwd,root,exe,fd/N} as the view sees them, when the
@@ -305,7 +264,7 @@ class Vfs:
         if handler is None:
             return None
         st = self.state(stop.process)
-        caller.pid = stop.process.pid
+        _serve_for(_caller(stop))
         return handler(stop, st, syscall_table.BY_NR[stop.nr])
 
     def _start(self, stop, st: ProcFs, dirfd: int) -> tuple[str, bool] | None:
@@ -395,15 +354,16 @@ class Vfs:
             return None
         path = self._read_path(stop, args[pidx])
         dirfd = args[atidx] if atidx is not None else None
-        if path == "" and sc.empty is not None and args[sc.empty] & AT_EMPTY_PATH:
+        if path == "" and sc.empty is not None and (   # empty=-1: always (readlinkat)
+                sc.empty < 0 or args[sc.empty] & AT_EMPTY_PATH):
             entry = self._get(stop, st, _signed32(dirfd)) if dirfd is not None else None
             if entry is not None and entry.served is not None and name in (
                     "newfstatat", "statx"):
                 return self.served.fstatat_empty(stop, entry, name)
-            if entry is not None and entry.meta and name in STAT_LAYOUT:
+            if entry is not None and entry.meta and sc.stat_layout:
                 self._patch_on_exit(stop, name, entry.meta)
             return None                 # the fd itself: a real descriptor
-        op = OPS[name]
+        op = sc.op
         flags = self._open_flags(name, args) if op == "open" else 0
         if name == "unlinkat" and args[2] & AT_REMOVEDIR:
             name = "rmdir"
@@ -434,11 +394,11 @@ class Vfs:
         if op == "create" and res.service is not None and \
                 res.path == getattr(res.service, "target", None):
             return -errno.EEXIST        # the mount point itself
-        call = self._path_call(name, op, res.path, flags, args, stop.process.pid)
+        call = self._path_call(name, op, res.path, flags, args, _caller(stop))
         if name in ("symlink", "symlinkat"):
             call.link = self._read_path(stop, args[0])
-        elif name in TIMES_ARG:
-            call.times = self._times(stop, name, args[TIMES_ARG[name]])
+        elif sc.times is not None:
+            call.times = self._times(stop, name, args[sc.times])
         final = self._final(res, call)
         if isinstance(final, int):
             return final
@@ -457,7 +417,7 @@ class Vfs:
         self._rewrite(stop, pidx, host, atidx)
         if op == "open":
             self._track_open(stop, st, res, flags, final)
-        elif final.meta and name in STAT_LAYOUT:
+        elif final.meta and sc.stat_layout:
             self._patch_on_exit(stop, name, final.meta)
         elif name in ("execve", "execveat"):
             stop.process.pending_exe = res.path
@@ -465,46 +425,91 @@ class Vfs:
             return self._shebang(stop, st, sc, host, res.path)
         return None
 
+    #: interpreters an exec may go through before ELOOP (as the kernel)
+    EXEC_DEPTH = 5
+
     def _shebang(self, stop, st, sc, host: str, vpath: str):
-        """The kernel looks a script's interpreter up on the host; when the
-        view has it elsewhere, exec the interpreter ourselves, as the kernel
-        would: argv = [interp, optional arg, script path, argv[1:]...]."""
+        """Interpreters the kernel would not find: the modules' own
+        (Module.exec_interpreter, binfmt_misc's place: first), then a `#!`
+        script's interpreter when the view has it elsewhere. Then exec the
+        interpreter ourselves with the argv the kernel would give (`#!`:
+        [interp, optional arg, script path, argv[1:]...]); it may be a
+        script or a foreign binary in its turn."""
+        hooks = [m for m in reversed(list(self.view.modules.values()))
+                 if type(m).exec_interpreter is not Module.exec_interpreter]
+        argv_at = 1 if sc.name == "execve" else 2
+        filename = vpath
+        if hooks:       # the name the caller gave, as the kernel passes it on
+            given = self._read_path(stop, stop.args[sc.path])
+            if given.startswith("/") or sc.at is None or \
+                    _signed32(stop.args[sc.at]) == AT_FDCWD:
+                filename = given
+        strings = None          # the new argv (strings, or the caller's pointers)
+        rewritten = False
+        for depth in range(self.EXEC_DEPTH + 1):
+            head = self._exec_head(stop, host)
+            if head is None:
+                break
+            prefix = None
+            if hooks:
+                if strings is None:
+                    strings = _argv_pointers(stop, stop.args[argv_at])
+                argv0 = stop.read_str(strings[0], 4096) if strings and \
+                    isinstance(strings[0], int) else (strings or [b""])[0]
+                request = ExecRequest(vpath, filename, head, os.fsdecode(argv0),
+                                      _caller(stop))
+                for module in hooks:
+                    self._answered(module)
+                    prefix = module.exec_interpreter(request)
+                    if prefix:
+                        break
+            script = not prefix
+            if script:
+                prefix = _script_line(head, filename)
+                if prefix is None:
+                    break
+            if depth == self.EXEC_DEPTH:
+                return -errno.ELOOP
+            res = self.walker.resolve(prefix[0], st.fs.cwd, st.fs.root, True,
+                                      stop.process.pid)
+            if res.error:
+                return -res.error
+            if script and not res.touched and not rewritten and not hooks:
+                return None     # the kernel finds it
+            final = self._final(res, PathCall("execve", "stat", res.path,
+                                              caller=_caller(stop)))
+            if isinstance(final, int):
+                return final
+            if not isinstance(final, Redirect):
+                return -errno.EACCES    # a served interpreter: not (yet)
+            if strings is None:
+                strings = _argv_pointers(stop, stop.args[argv_at])
+            strings = [os.fsencode(x) for x in prefix] + strings[1:]
+            rewritten = True
+            host, vpath, filename = final.path, res.path, prefix[0]
+        if not rewritten:
+            return None
+        pointers = [x if isinstance(x, int) else stop.scratch(x + b"\0")
+                    for x in strings] + [0]
+        stop.set_arg(argv_at, stop.scratch(struct.pack(f"{len(pointers)}Q", *pointers)))
+        self._rewrite(stop, sc.path, host, sc.at)
+        stop.process.pending_exe = vpath
+        return None
+
+    @staticmethod
+    def _exec_head(stop, host: str) -> bytes | None:
+        """The first bytes of a file the caller may exec, else None (the
+        kernel says why)."""
         try:
+            with procinfo.acting_as(stop.process.pid):
+                if not os.access(host, os.X_OK, effective_ids=True):
+                    return None
             with open(host, "rb") as f:
-                head = f.read(256)
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    return None
+                return f.read(256)
         except OSError:
             return None
-        if not head.startswith(b"#!"):
-            return None
-        line = head[2:].split(b"\n", 1)[0].strip()
-        if not line:
-            return None
-        interp, _, optarg = line.partition(b" ")
-        interp = os.fsdecode(interp)
-        res = self.walker.resolve(interp, st.fs.cwd, st.fs.root, True,
-                                  stop.process.pid)
-        if not res.touched or res.error:
-            return -res.error if res.error else None
-        final = self._final(res, PathCall("execve", "stat", res.path,
-                                          pid=stop.process.pid))
-        if isinstance(final, int):
-            return final
-        argv_at = 1 if sc.name == "execve" else 2
-        old_argv = []
-        addr = stop.args[argv_at]
-        while addr:
-            ptr = struct.unpack("Q", stop.read(addr, 8))[0]
-            if not ptr:
-                break
-            old_argv.append(ptr)
-            addr += 8
-        strings = [interp.encode()] + ([optarg.strip()] if optarg.strip() else []) \
-            + [os.fsencode(vpath)]
-        pointers = [stop.scratch(x + b"\0") for x in strings] + old_argv[1:] + [0]
-        stop.set_arg(argv_at, stop.scratch(struct.pack(f"{len(pointers)}Q", *pointers)))
-        self._rewrite(stop, sc.path, final.path, sc.at)
-        stop.process.pending_exe = res.path
-        return None
 
     def _answer(self, stop, st, sc, name, res, answer, flags, pidx, atidx):
         """A service answered with data: write it where the call wants it."""
@@ -516,13 +521,13 @@ class Vfs:
                                          answer.value)
         if answer.kind == "stat" and name in ("execve", "execveat"):
             opened = answer.service.path_call(PathCall(
-                "open", "open", res.path, flags=0, pid=stop.process.pid))
+                "open", "open", res.path, flags=0, caller=_caller(stop)))
             if not isinstance(opened, Answer) or opened.kind != "served":
                 return opened if isinstance(opened, int) else -errno.EACCES
             answer = opened
         elif answer.kind == "stat":
-            if name in STAT_LAYOUT:
-                index, layout = STAT_LAYOUT[name]
+            if sc.stat_layout:
+                index, layout = sc.stat_layout
                 pack = structs.pack_statx if layout == "statx" else structs.pack_stat
                 stop.write(args[index], pack(answer.value))
                 return 0
@@ -541,9 +546,10 @@ class Vfs:
             exe = os.path.join(self.view.tmpdir, f"exec-{stop.process.pid}")
             served.materialize(answer.value, exe)
             answer.value.release()
+            _give(exe, stop)
             stop.process.pending_exe = res.path
             self._rewrite(stop, pidx, exe, atidx)
-            return None
+            return self._shebang(stop, st, sc, exe, res.path)
         if name not in ("open", "openat", "creat", "openat2"):
             return -errno.ENOTSUP
         # the placeholder: an empty file, or an empty directory so that
@@ -555,6 +561,7 @@ class Vfs:
             os.mkdir(ph)
         else:
             open(ph, "wb").close()
+        _give(ph, stop)
         ph_flags = (O_DIRECTORY if is_dir else O_RDWR) | (flags & O_CLOEXEC)
         self._rewrite(stop, pidx, ph, atidx)
         flag_at = {"open": 1, "openat": 2}.get(name)
@@ -606,18 +613,17 @@ class Vfs:
 
     @staticmethod
     def _patch_on_exit(stop, name: str, meta: dict) -> None:
-        buf = stop.args[STAT_LAYOUT[name][0]]
+        buf = stop.args[syscall_table.BY_NAME[name].stat_layout[0]]
         stop.on_exit(lambda r: _patch_stat(stop, r, name, buf, meta))
 
     def _fd_redirect(self, stop, st, fd: int, path_at: int, at_at: int):
         """An fd call that would change a lower-layer file (futimens): make it
         a path call on the file the service gives (a copy in its top layer)."""
         entry = self._get(stop, st, _signed32(fd))
-        hook = getattr(entry.service, "fd_redirect", None) if entry else None
-        if hook is None:
+        if entry is None or not isinstance(entry.service, PathService):
             return None
-        host = hook(entry)
-        if isinstance(host, int):
+        host = entry.service.fd_redirect(entry.path, _caller(stop))
+        if host is None or isinstance(host, int):
             return host
         self._rewrite(stop, path_at, host, at_at)
         return None
@@ -664,18 +670,18 @@ class Vfs:
         return args[2] & 0xffffffff if name == "openat" else 0
 
     @staticmethod
-    def _path_call(name: str, op: str, path: str, flags: int, args, pid: int):
+    def _path_call(name: str, op: str, path: str, flags: int, args, caller):
         """The PathCall for a syscall, with the arguments services need."""
-        call = PathCall(name, op, path, flags=flags, pid=pid)
-        where = CALL_ARGS.get(name)
-        if where:
-            for field, index in where.items():
+        call = PathCall(name, op, path, flags=flags, caller=caller)
+        row = syscall_table.BY_NAME[name]
+        for field in ("mode", "dev", "uid", "gid", "length"):
+            index = getattr(row, field)
+            if index is not None:
                 value = args[index]
                 setattr(call, field, value & 0o177777 if field == "mode"
                         else value & 0xffffffff if field in ("uid", "gid") else value)
-        if name in ("renameat2", "linkat", "unlinkat", "fchownat"):
-            call.flags = args[{"renameat2": 4, "linkat": 4, "unlinkat": 2,
-                               "fchownat": 4}[name]] & 0xffffffff
+        if row.flags is not None:
+            call.flags = args[row.flags] & 0xffffffff
         return call
 
     @staticmethod
@@ -747,7 +753,7 @@ class Vfs:
                 self.services.for_path(base) is not res.service:
             return -errno.EXDEV
         final = self._final(res, PathCall("openat2", "open", res.path, flags=flags,
-                                          mode=mode, pid=stop.process.pid))
+                                          mode=mode, caller=_caller(stop)))
         if isinstance(final, int):
             return final
         self._rewrite(stop, 1, final.path, 0)
@@ -758,7 +764,7 @@ class Vfs:
     # ---- two-path calls ------------------------------------------------------------
     def sys_two_paths(self, stop, st, sc):
         args = stop.args
-        op = TWO_PATHS[sc.name]
+        op = sc.op
         path1 = self._read_path(stop, args[sc.path])
         path2 = self._read_path(stop, args[sc.path2])
         follow1 = sc.name == "linkat" and bool(args[4] & 0x400)   # AT_SYMLINK_FOLLOW
@@ -781,7 +787,7 @@ class Vfs:
             self._rewrite(stop, sc.path, res1.path, sc.at)
             self._rewrite(stop, sc.path2, res2.path, sc.at2)
             return None
-        call = self._path_call(sc.name, op, res1.path, 0, args, stop.process.pid)
+        call = self._path_call(sc.name, op, res1.path, 0, args, _caller(stop))
         call.path2 = res2.path
         answer = service.path_call(call)
         if not isinstance(answer, Redirect):
@@ -845,7 +851,7 @@ class Vfs:
             return None
         if res.error:
             return -res.error
-        final = self._final(res, PathCall(sc.name, op, res.path, pid=stop.process.pid))
+        final = self._final(res, PathCall(sc.name, op, res.path, caller=_caller(stop)))
         if not isinstance(final, Redirect):
             return final if isinstance(final, int) else -errno.ECONNREFUSED
         host = os.fsencode(final.path)
@@ -969,8 +975,16 @@ class Vfs:
         entry = self._get(stop, st, _signed32(stop.args[0]))
         if entry is None:
             return None
-        hook = getattr(entry.service, "fd_modify", None)
-        return hook(entry, sc.name, stop.args) if hook else None
+        if not isinstance(entry.service, PathService):
+            return None
+        args = stop.args
+        if sc.name == "fchmod":
+            change = FdChange("chmod", mode=args[1] & 0o7777)
+        elif sc.name == "fchown":
+            change = FdChange("chown", uid=_unchanged(args[1]), gid=_unchanged(args[2]))
+        else:
+            change = FdChange(sc.name[1:], xattr=self._read_path(stop, args[1]))
+        return entry.service.fd_modify(entry.path, change, _caller(stop))
 
     sys_fchmod = sys_fchown = sys_fsetxattr = sys_fremovexattr = _fd_modify
 
@@ -996,7 +1010,7 @@ def _patch_stat(stop, result: int, name: str, buf: int, meta: dict):
     kernel has just filled."""
     if result != 0 or not buf:
         return None
-    layout = STAT_LAYOUT[name][1]
+    layout = syscall_table.BY_NAME[name].stat_layout[1]
     if layout == "stat":
         mode_at, uid_at, gid_at, fmt = 24, 28, 32, "I"
     else:
@@ -1024,3 +1038,46 @@ def _rooted(st: ProcFs, path: str) -> str:
     if root == "/" or not (path == root or path.startswith(root + "/")):
         return path
     return path[len(root):] or "/"
+
+
+def _argv_pointers(stop, addr: int) -> list[int]:
+    """The pointers of a NULL-terminated argv in the caller's memory."""
+    found = []
+    while addr:
+        ptr = struct.unpack("Q", stop.read(addr, 8))[0]
+        if not ptr:
+            break
+        found.append(ptr)
+        addr += 8
+    return found
+
+
+def _script_line(head: bytes, filename: str) -> list[str] | None:
+    """The argv head a `#!` line gives: [interp, optional arg, filename]."""
+    if not head.startswith(b"#!"):
+        return None
+    line = head[2:].split(b"\n", 1)[0].strip()
+    if not line:
+        return None
+    interp, _, optarg = line.partition(b" ")
+    optarg = optarg.strip()
+    return [os.fsdecode(interp)] + ([os.fsdecode(optarg)] if optarg else []) + [filename]
+
+
+def _caller(stop) -> Caller:
+    return Caller(stop.process.pid, stop.tid)
+
+
+def _unchanged(value: int) -> int | None:
+    """A chown id argument: None for (uid_t)-1."""
+    value &= 0xffffffff
+    return None if value == 0xffffffff else value
+
+
+def _give(path: str, stop) -> None:
+    """A file of the view's own that the calling process opens itself (a
+    placeholder, an exec copy): in a root session, make it the caller's."""
+    if os.geteuid() == 0:
+        uid, gid = procinfo.fs_ids(stop.process.pid)
+        if (uid, gid) != (0, 0):
+            os.chown(path, uid, gid)

@@ -16,6 +16,7 @@ import traceback
 import contextlib
 import shutil
 import signal
+import stat
 import tempfile
 import threading
 import time
@@ -23,7 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import control, procinfo, seccomp_filter, syscall_table
 from .lowerview import LowerView
-from .module import Call, Module, PathService, Service, WouldBlock
+from .module import (Call, Caller, Module, MountRequest, PathService, Service,
+                     ServiceContext, WouldBlock)
 from .services import ServiceTable, path_under
 from .tracer import DEFER, FAST_RESUME, Tracer, signed
 
@@ -35,7 +37,10 @@ NR_UMOUNT2 = syscall_table.NR["umount2"]
 CRED_CHANGERS = ("setuid", "setgid", "setreuid", "setregid", "setresuid",
                  "setresgid", "setfsuid", "setfsgid", "setgroups", "capset")
 CRED_NRS = frozenset(syscall_table.NR[n] for n in CRED_CHANGERS)
-MNT_FORCE, MNT_DETACH, UMOUNT_NOFOLLOW = 1, 2, 8
+#: control calls a module may handle: msocket, and vuctl tags the view
+#: does not know
+_CONTROL_HANDLERS = {"msocket": control.MSOCKET, "vuctl": control.VUCTL}
+from .linux import MNT_DETACH, MNT_FORCE, UMOUNT_NOFOLLOW  # noqa: E402
 
 
 class View:
@@ -58,6 +63,9 @@ class View:
         self.child_signals: list = []
         self._tmpdir: str | None = None
         self.vfs = None         # the file system layer, from the first module on
+        #: where helpers' (FUSE daemons') output goes: umvu's log file,
+        #: stderr with -d, else nowhere (fusefat alone prints thousands of lines)
+        self.helper_output: int | None = None
 
     def _file_system_layer(self) -> None:
         """Made at the first vu_insmod: a view that loads nothing needs no
@@ -74,7 +82,12 @@ class View:
         """The view's own directory (placeholders, sockets), made when first
         needed: a view that loads nothing leaves nothing behind."""
         if self._tmpdir is None:
-            self._tmpdir = tempfile.mkdtemp(prefix="umvu-")
+            _remove_orphaned_tmpdirs()
+            self._tmpdir = tempfile.mkdtemp(prefix=f"umvu-{os.getpid()}-")
+            if os.geteuid() == 0:
+                # processes of other users reach their placeholders by name
+                # (the names are not listed; each file is theirs, see vfs)
+                os.chmod(self._tmpdir, 0o711)
         return self._tmpdir
 
     def _own(self, path: str) -> bool:
@@ -85,6 +98,21 @@ class View:
             proc.data[module.name] = module.new_state(proc.pid)
         return proc.data[module.name]
 
+    def resolve_for(self, pid: int, path: str, follow: bool = True) -> str:
+        """ServiceContext.resolve: the process is named by its pid."""
+        proc = self.tracer.processes.get(pid)
+        if proc is None:
+            if path.startswith("/"):
+                return self.resolve_host(path, follow)
+            raise OSError(3, "no such process")     # ESRCH
+        return self.resolve(proc, path, follow)
+
+    def resolve_host(self, path: str, follow: bool = True) -> str:
+        res = self.vfs.walker.resolve(path, "/", "/", follow, os.getpid())
+        if res.error:
+            raise OSError(res.error, os.strerror(res.error), path)
+        return res.path
+
     def resolve(self, proc, path: str, follow: bool = True) -> str:
         """Canonical path in the view of a path given by a process."""
         st = self.vfs.state(proc)
@@ -92,6 +120,28 @@ class View:
         if res.error:
             raise OSError(res.error, os.strerror(res.error), path)
         return res.path
+
+    def bypass_vdso(self, owner, on: bool) -> None:
+        """ServiceContext.bypass_vdso: see umvu.vdso."""
+        if threading.current_thread() is not threading.main_thread():
+            return self.on_tracer_thread(self.bypass_vdso, owner, on)
+        from .vdso import VdsoBypass
+        if getattr(self, "_vdso", None) is None:
+            self._vdso, self._vdso_owners = VdsoBypass(self.tracer), set()
+        (self._vdso_owners.add if on else self._vdso_owners.discard)(owner)
+        if self._vdso_owners:
+            self._vdso.enable()
+        else:
+            self._vdso.disable()
+
+    def effective_uid(self, stop) -> int:
+        """Call.effective_uid: a module of virtual ids answers geteuid, else
+        the kernel's."""
+        for module, method in self.handlers.get(syscall_table.NR["geteuid"], ()):
+            result = self._call_module(module, method, stop)
+            if result is not None:
+                return result
+        return int(procinfo.status(stop.process.pid).get("Uid", "0 0").split()[1])
 
     # ---- processes ---------------------------------------------------------
     def spawn(self, path, argv, env, default_signals):
@@ -118,6 +168,11 @@ class View:
     def on_exit(self, proc) -> None:
         procinfo.forget_creds(proc.pid)
         proc.data.clear()
+
+    def on_tightened(self) -> None:
+        """Some process traps more (descriptor calls): the C core needs
+        the rows of those numbers to let their plain calls through."""
+        self._update_fast(any("path" in m.families for m in self.modules.values()))
 
     # ---- waiting: worker threads ------------------------------------------
     def may_wait(self) -> None:
@@ -164,17 +219,19 @@ class View:
         if path is None:
             raise FileNotFoundError(argv[0])
         def spawn():
-            # a helper's chatter goes to stderr, and it reads nothing: the
-            # view's stdin and stdout belong to the user's command
-            saved = os.dup(0), os.dup(1)
-            null = os.open(os.devnull, os.O_RDONLY)
+            # a helper reads nothing and writes to umvu's log: the view's
+            # terminal belongs to the user's command
+            saved = os.dup(0), os.dup(1), os.dup(2)
+            null = os.open(os.devnull, os.O_RDWR)
+            out = null if self.helper_output is None else self.helper_output
             try:
                 os.dup2(null, 0)
-                os.dup2(2, 1)
+                os.dup2(out, 1)
+                os.dup2(out, 2)
                 proc = self.tracer.spawn(path, argv, self.env, self.child_signals)
             finally:
-                os.dup2(saved[0], 0)
-                os.dup2(saved[1], 1)
+                for fd, saved_fd in enumerate(saved):
+                    os.dup2(saved_fd, fd)
                 for fd in (*saved, null):
                     os.close(fd)
             proc.helper = True
@@ -311,7 +368,7 @@ class View:
         self._file_system_layer()
         try:
             cls = loader.find(name)
-            module = cls(self)
+            module = cls(ServiceContext(self))
             module.init()
         except OSError as exc:
             log.debug("vu_insmod %s: %s", name, exc)
@@ -349,15 +406,15 @@ class View:
         return 0
 
     def _register(self, module: Module) -> None:
-        for sysname, attr in module.handlers().items():
-            nr = control.MSOCKET if sysname == "msocket" else syscall_table.NR[sysname]
-            self.handlers.setdefault(nr, []).insert(0, (module, getattr(module, attr)))
+        for sysname, method in _handlers_of(module).items():
+            nr = _CONTROL_HANDLERS.get(sysname) or syscall_table.NR[sysname]
+            self.handlers.setdefault(nr, []).insert(0, (module, method))
 
     def _update_filter(self) -> None:
         families, names = set(), set()
         for module in self.modules.values():
             families.update(module.families)
-            names.update(n for n in module.handlers() if n in syscall_table.NR)
+            names.update(n for n in _handlers_of(module) if n in syscall_table.NR)
             names.update(module.syscalls)
         if "path" in families:
             names.update(self.vfs.ALWAYS)
@@ -370,7 +427,7 @@ class View:
     def _update_fast(self, vfs_active: bool) -> None:
         """Tell the C core which trapped calls it may let through alone."""
         info = {}
-        for nr in self.tracer.trapped:
+        for nr in self.tracer.trapped | self.tracer.tightened:
             if nr in self.handlers or nr in (NR_MOUNT, NR_UMOUNT2) or nr in CRED_NRS:
                 continue                    # a module or the mount table answers
             if vfs_active and nr in self.vfs.handlers:
@@ -415,6 +472,10 @@ class View:
             return 0
         if tag in (control.VUCTL_GET_DEBUGTAGNAME, control.VUCTL_SET_DEBUGCOLOR):
             return 0
+        for module, method in self.handlers.get(control.VUCTL, ()):
+            result = self._call_module(module, method, stop)
+            if result is not None:
+                return result
         return -errno.EINVAL
 
     # ---- mount table ----------------------------------------------------------
@@ -425,6 +486,12 @@ class View:
         source = self._opt_str(stop, stop.args[0])
         fstype = self._opt_str(stop, stop.args[2])
         module = self.module_for_type(fstype)
+        if module is None and fstype.startswith("vu"):
+            # a VUOS type whose module is not loaded: the kernel would say
+            # EPERM (or ENODEV), which tells the user nothing
+            log.error("no loaded module serves type %s (vu_insmod it first?)",
+                      fstype)
+            return -errno.ENODEV
         if module is None:
             return None         # the kernel decides (EPERM unless privileged)
         self.answered_by = module.name
@@ -433,9 +500,10 @@ class View:
             raise OSError(errno.EBUSY, "the hypervisor's own directory")
         flags = stop.args[3] & 0xffffffff
         options = self._opt_str(stop, stop.args[4])
+        request = MountRequest(source, target, fstype, flags, options,
+                               Caller(stop.process.pid, stop.tid))
         try:
-            service = module.mount(source, target, fstype, flags, options,
-                                   stop.process)
+            service = module.mount(request)
         except OSError as exc:
             # a module's own message (not just strerror) is for the user
             if exc.strerror and exc.errno and exc.strerror != os.strerror(exc.errno):
@@ -453,8 +521,10 @@ class View:
             self.services.remove(service)
             self._mounts_changed()
 
-    def add_service(self, service: Service) -> None:
-        """Mount a service (modules may add their own, e.g. /dev/fuse)."""
+    def add_service(self, service: Service, internal: bool = False) -> None:
+        """Mount a service. Internal ones (a module's own, e.g. vufuse's
+        /dev/fuse) are not listed in /proc/mounts nor keep it busy."""
+        service.internal = internal
         self.services.add(service)
         if isinstance(service, PathService):
             service.lower = LowerView(self.services, service.epoch)
@@ -516,3 +586,48 @@ class View:
             except Exception:
                 log.error("module %s failed in fini:\n%s", module.name,
                           traceback.format_exc())
+
+
+def _remove_orphaned_tmpdirs() -> None:
+    """The directories of this user's hypervisors that died without
+    cleaning up (kill -9): their pid, in the name, is no umvu any more."""
+    import re
+    top = tempfile.gettempdir()
+    try:
+        names = os.listdir(top)
+    except OSError:
+        return
+    for name in names:
+        match = re.fullmatch(r"umvu-(\d+)-\w+", name)
+        if match is None:
+            continue
+        path = os.path.join(top, name)
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            continue
+        try:
+            with open(f"/proc/{match.group(1)}/cmdline", "rb") as f:
+                if b"umvu" in f.read():
+                    continue            # alive
+        except OSError:
+            pass
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _handlers_of(module: Module) -> dict:
+    """syscall name -> handler: the module's own, and for its virtual calls
+    (umvu.vcalls) one adapter per variant syscall."""
+    from . import vcalls
+    marked = {name: getattr(module, attr) for name, attr in module.handlers().items()}
+    found = {n: m for n, m in marked.items() if n not in syscall_table.VIRTUAL_CALLS}
+    for vname in marked.keys() & syscall_table.VIRTUAL_CALLS.keys():
+        for sysname in syscall_table.VIRTUAL_CALLS[vname]:
+            if sysname in found:
+                continue                # a handler of the syscall itself wins
+            adapter = vcalls.adapt(sysname, vname, marked)
+            if adapter is not None:
+                found[sysname] = adapter
+    return found

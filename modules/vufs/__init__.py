@@ -11,11 +11,10 @@ from __future__ import annotations
 import errno
 import logging
 
-from umvu import procinfo
-from umvu.lowerview import caller
-from umvu.module import Module, PathService
+from umvu.module import NOBODY, Module, PathService
 
 from .layers import Layers
+from .store import META_SUFFIX, STORE
 from .options import parse
 
 log = logging.getLogger("umvu")
@@ -26,19 +25,20 @@ class Vufs(Module):
     description = "vu filesystem patchworking"
     families = ("path",)
 
-    def mount(self, source, target, fstype, flags, options, caller):
-        opts = parse(options, flags)        # OptionError: the view logs it
-        source = self.view.resolve(caller, source)
-        service = VufsService(self, source, target, fstype, flags, options, opts)
-        return service
+    def mount(self, request):
+        opts = parse(request.options, request.flags)    # OptionError: logged
+        request.source = self.ctx.resolve(request.caller, request.source)
+        return VufsService(self, request, opts)
 
     def umount(self, service, flags):
         service.hidden = None
 
 
 class VufsService(PathService):
-    def __init__(self, module, source, target, fstype, flags, options, opts):
-        super().__init__(module, source, target, fstype, flags, options)
+    layer_store, layer_meta_suffix = STORE, META_SUFFIX     # host_dir's layers
+
+    def __init__(self, module, request, opts):
+        super().__init__(module, request)
         self.opts = opts
         self.layers = None          # needs self.lower, set when mounted
 
@@ -75,28 +75,28 @@ class VufsService(PathService):
 
     # the walk through the mount, too, is the caller's: a root hypervisor
     # must not follow a link in a directory the caller cannot search
-    def lstat(self, path):
+    def lstat(self, path, caller=NOBODY):
         if self.layers.store is not None and _in_store(self.rel(path)):
             raise FileNotFoundError(errno.ENOENT, "no such file", path)
-        with procinfo.acting_as(caller_pid()):
+        with caller.acting_as():
             return self.layers.lstat(self.rel(path))
 
-    def fd_redirect(self, entry):
+    def fd_redirect(self, path, caller):
         try:
-            with procinfo.acting_as(caller_pid()):
-                return self.layers.fd_redirect(self.rel(entry.path))
+            with caller.acting_as():
+                return self.layers.fd_redirect(self.rel(path))
         except OSError as exc:
             return -(exc.errno or errno.EIO)
 
-    def fd_modify(self, entry, name, args):
+    def fd_modify(self, path, change, caller):
         try:
-            with procinfo.acting_as(caller_pid()):
-                return self.layers.fd_modify(self.rel(entry.path), name, args)
+            with caller.acting_as():
+                return self.layers.fd_modify(self.rel(path), change, caller)
         except OSError as exc:
             return -(exc.errno or errno.EIO)
 
-    def readlink(self, path):
-        with procinfo.acting_as(caller_pid()):
+    def readlink(self, path, caller=NOBODY):
+        with caller.acting_as():
             return self.layers.readlink(self.rel(path))
 
     def path_call(self, call):
@@ -109,7 +109,7 @@ class VufsService(PathService):
                 not call.flags & (0o100 | 0o1000)):
             return -errno.EROFS
         try:
-            with procinfo.acting_as(call.pid):
+            with call.caller.acting_as():
                 return self.layers.call(call, rel, rel2)
         except OSError as exc:
             return -(exc.errno or errno.EIO)
@@ -118,6 +118,3 @@ class VufsService(PathService):
 def _in_store(rel: str | None) -> bool:
     return rel is not None and (rel == "/.-" or rel.startswith("/.-/"))
 
-
-def caller_pid() -> int:
-    return getattr(caller, "pid", 0)

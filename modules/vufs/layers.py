@@ -14,12 +14,10 @@ import shutil
 import stat
 import tempfile
 
-from umvu import procinfo
+from umvu.module import linux
 
 from .store import Store
 
-O_ACCMODE, O_CREAT, O_EXCL, O_TRUNC = 3, 0o100, 0o200, 0o1000
-RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 STAT_CALLS = {"stat", "lstat", "newfstatat", "statx"}
 OWNER_CALLS = {"chmod", "fchmodat", "fchmodat2", "chown", "lchown", "fchownat",
                "utime", "utimes", "futimesat", "utimensat"}
@@ -28,7 +26,7 @@ DT = {stat.S_IFREG: 8, stat.S_IFDIR: 4, stat.S_IFLNK: 10, stat.S_IFCHR: 2,
 
 
 def writes(flags: int) -> bool:
-    return flags & O_ACCMODE != 0 or bool(flags & O_TRUNC)
+    return flags & linux.O_ACCMODE != 0 or bool(flags & linux.O_TRUNC)
 
 
 class Layers:
@@ -112,15 +110,15 @@ class Layers:
         flags = call.flags
         where = self.where(rel)
         if where is None:
-            if not flags & O_CREAT:
+            if not flags & linux.O_CREAT:
                 if self.store.deleted(rel):
                     return -errno.ENOENT
                 return call.redirect(self.bottom(rel))  # the kernel says ENOENT
             return self._create(call, rel)
-        if flags & O_CREAT and flags & O_EXCL:
+        if flags & linux.O_CREAT and flags & linux.O_EXCL:
             return -errno.EEXIST
         if writes(flags):
-            return self._modify(call, rel, truncate=0 if flags & O_TRUNC else None)
+            return self._modify(call, rel, truncate=0 if flags & linux.O_TRUNC else None)
         path = self.top(rel) if where == "top" else self.bottom(rel)
         st = self._stat_follow(path)
         if st is not None and stat.S_ISDIR(st.st_mode):
@@ -197,9 +195,9 @@ class Layers:
         if self.where(rel) is None:
             return -errno.ENOENT
         dest = self.where(rel2)
-        if call.flags & RENAME_EXCHANGE:
+        if call.flags & linux.RENAME_EXCHANGE:
             return -errno.EINVAL
-        if call.flags & RENAME_NOREPLACE and dest is not None:
+        if call.flags & linux.RENAME_NOREPLACE and dest is not None:
             return -errno.EEXIST
         if self.mode == "merge":
             if self.where(rel) == "top" or dest == "top":
@@ -256,27 +254,28 @@ class Layers:
             self._copy_up(rel)
         return self._host(self.path_of(rel), "modify")
 
-    def fd_modify(self, rel: str, name: str, args) -> int | None:
+    def fd_modify(self, rel: str, change, caller) -> int | None:
         """fchmod/fchown/fxattr on a descriptor of a lower-layer file: copy
         up, then change the copy (the descriptor still reads the original).
         None: the descriptor is the top layer's file, the kernel does it."""
         where = self.where(rel)
         if where is None:
             return -errno.ENOENT
-        if name in ("fsetxattr", "fremovexattr"):
+        if change.name in ("setxattr", "removexattr"):
             return None if where == "top" or self.mode == "merge" else -errno.EOPNOTSUPP
-        if name == "fchown":
-            uid, gid = args[1] & 0xffffffff, args[2] & 0xffffffff
-            call = _Change("chown", uid=uid, gid=gid)
+        if change.name == "chown":
+            keep = 0xffffffff
+            call = _Change("chown", uid=keep if change.uid is None else change.uid,
+                           gid=keep if change.gid is None else change.gid)
             return self._chown(call, rel, where)
         if where == "bottom":
-            if self.opts.nochcopy and name == "fchmod":
-                self.store.set_meta(rel, mode=args[1] & 0o7777)
+            if self.opts.nochcopy and change.name == "chmod":
+                self.store.set_meta(rel, mode=change.mode)
                 return 0
             self._copy_up(rel)
         host = self._host(self.top(rel), "modify")
-        if name == "fchmod":
-            os.chmod(host, args[1] & 0o7777, follow_symlinks=False)
+        if change.name == "chmod":
+            os.chmod(host, change.mode, follow_symlinks=False)
             return 0
         return -errno.EOPNOTSUPP
 
@@ -350,7 +349,7 @@ class Layers:
             return 0
         except PermissionError:
             pass
-        mode = call.mode & 0o7777 & ~procinfo.umask(call.pid)
+        mode = call.mode & 0o7777 & ~call.caller.umask
         os.close(os.open(host, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         self.store.set_meta(rel, type=stat.S_IFMT(call.mode), mode=mode, rdev=dev)
         return 0
@@ -449,7 +448,7 @@ class Layers:
             self._mkdir_like(dst, st, rel)
             return
         elif stat.S_ISREG(st.st_mode):
-            # a fresh name of our own (O_EXCL): nothing planted is followed
+            # a fresh name of our own (linux.O_EXCL): nothing planted is followed
             fd, tmp = tempfile.mkstemp(prefix=".vufs-", dir=os.path.dirname(dst))
             with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
                 if truncate is None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass, field
 
+from umvu.module import linux
+
 MODES = ("bind", "move", "merge", "cow", "mincow")
-MS_RDONLY, MS_BIND, MS_MOVE = 1, 4096, 8192
 
 
 class OptionError(OSError):
@@ -25,8 +26,8 @@ class Options:
 
 def parse(text: str, flags: int) -> Options:
     """Parse `-o` words; mount(2) flags carry what vumount turned into flags."""
-    opts = Options(ro=bool(flags & MS_RDONLY))
-    modes = [m for m, bit in (("bind", MS_BIND), ("move", MS_MOVE)) if flags & bit]
+    opts = Options(ro=bool(flags & linux.MS_RDONLY))
+    modes = [m for m, bit in (("bind", linux.MS_BIND), ("move", linux.MS_MOVE)) if flags & bit]
     for word in filter(None, text.split(",")):
         key, eq, value = word.partition("=")
         if key in MODES and not eq:

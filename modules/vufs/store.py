@@ -15,6 +15,7 @@ import os
 import shutil
 import stat
 
+STORE = ".-"            # SOURCE/STORE: the bookkeeping directory
 META_SUFFIX = "\x7f"
 TYPES = {"f": stat.S_IFREG, "d": stat.S_IFDIR, "c": stat.S_IFCHR,
          "b": stat.S_IFBLK, "s": stat.S_IFSOCK, "p": stat.S_IFIFO,
@@ -24,7 +25,7 @@ TYPE_LETTER = {v: k for k, v in TYPES.items()}
 
 class Store:
     def __init__(self, root: str, writable: bool):
-        self.root = root.rstrip("/") + "/.-"
+        self.root = root.rstrip("/") + "/" + STORE
         if writable:
             os.makedirs(self.root, exist_ok=True)
 

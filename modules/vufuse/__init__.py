@@ -19,15 +19,12 @@ import stat
 import threading
 import time
 
-from umvu import procinfo
-from umvu.lowerview import caller
-from umvu.module import Module, PathService, Service
+from umvu.module import Caller, Module, MountRequest, PathService, Service, linux
 
 from . import programs, pyfs
 from .service import FuseService
 
 log = logging.getLogger("umvu")
-MS_RDONLY = 1
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -50,12 +47,12 @@ class DevFuse(PathService):
     """/dev/fuse in the view: opening it connects a socket to vufuse."""
 
     def __init__(self, module):
-        super().__init__(module, "vufuse", "/dev/fuse", "vufuse", 0, "")
+        super().__init__(module, MountRequest("vufuse", "/dev/fuse", "vufuse"))
 
-    def lstat(self, path):
+    def lstat(self, path, caller=None):
         return os.stat_result((stat.S_IFCHR | 0o666, 0, 0, 1, 0, 0, 0, 0, 0, 0))
 
-    def readlink(self, path):
+    def readlink(self, path, caller=None):
         raise OSError(errno.EINVAL, "not a symlink")
 
     def path_call(self, call):
@@ -81,9 +78,10 @@ class Vufuse(Module):
     fstypes = ("fuse", "fuseblk")
 
     def init(self):
-        from .wire import FuseConnection, WireOperations
+        from .pathops import WireOperations
+        from .session import FuseConnection
         self.FuseConnection, self.WireOperations = FuseConnection, WireOperations
-        self.address = os.path.join(self.view.tmpdir, "vufuse.sock")
+        self.address = os.path.join(self.ctx.tmpdir, "vufuse.sock")
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.listener.bind(self.address)
         self.listener.listen(64)
@@ -91,10 +89,10 @@ class Vufuse(Module):
         self.launches = {}      # helper mount point -> Launch
         self.counter = 0
         self.devfuse = DevFuse(self)
-        self.view.add_service(self.devfuse)
+        self.ctx.add_service(self.devfuse)
 
     def fini(self):
-        self.view.remove_service(self.devfuse)
+        self.ctx.remove_service(self.devfuse)
         self.listener.close()
 
     def connected(self, pid: int, fd: int) -> None:
@@ -105,55 +103,62 @@ class Vufuse(Module):
         self.pending[(pid, fd)] = conn
 
     # ---- mount(2) ---------------------------------------------------------------
-    def mount(self, source, target, fstype, flags, options, caller):
-        if fstype.startswith("vufuse"):
-            return self._vumount(source, target, fstype, flags, options, caller)
-        return self._daemon_mount(source, target, fstype, flags, options, caller)
+    def mount(self, request):
+        if request.fstype.startswith("vufuse"):
+            return self._vumount(request)
+        return self._daemon_mount(request)
 
-    def _daemon_mount(self, source, target, fstype, flags, options, caller):
+    def _daemon_mount(self, request):
         """A FUSE program's own mount(2), with fd=N from its /dev/fuse."""
-        words = dict(w.partition("=")[::2] for w in options.split(",") if w)
+        words = request.words()
         try:
-            conn = self.pending.pop((caller.pid, int(words.get("fd", "-1"))))
+            conn = self.pending.pop((request.caller.pid, int(words.get("fd") or -1)))
         except (KeyError, ValueError):
             raise OSError(errno.EINVAL, "vufuse: mount without a /dev/fuse of ours")
-        launch = self.launches.get(target)
+        launch = self.launches.get(request.target)
         if launch is not None:              # started by vumount: it waits
             launch.conn = conn
             launch.done.set()
             # so that the daemon's own umount at its end finds something
-            return Service(self, source, target, fstype, flags, options)
-        service = FuseService(self, source, target, fstype, flags, options,
-                              self.WireOperations(conn), blocking=True,
-                              readonly=bool(flags & MS_RDONLY), conn=conn)
-        self.view.submit(self._init_later, conn)
+            return Service(self, request)
+        service = FuseService(self, request, self.WireOperations(conn),
+                              blocking=True, conn=conn,
+                              readonly=bool(request.flags & linux.MS_RDONLY))
+        self.ctx.submit(self._init_later, conn)
         return service
 
     def _init_later(self, conn):
-        with self.view.unlocked():
+        with self.ctx.unlocked():
             try:
                 conn.init()
             except OSError as exc:
                 log.error("vufuse: FUSE INIT failed: %s", exc)
 
-    def _vumount(self, source, target, fstype, flags, options, caller):
-        ours, rest = parse_options(options)
-        readonly = bool(flags & MS_RDONLY) or not ours.get("rw+")
+    def _vumount(self, request):
+        ours, rest = parse_options(request.options)
+        readonly = bool(request.flags & linux.MS_RDONLY) or not ours.get("rw+")
+        source, fstype, caller = request.source, request.fstype, request.caller
         if "pyfs" in ours:
             fs = pyfs.load(ours["pyfs"], source, [])
-            return FuseService(self, source, target, fstype, flags, options,
-                               pyfs.FusepyOperations(fs), blocking=False,
-                               readonly=readonly)
-        program, name = programs.program_for(fstype, ours, self.view.env.get("PATH"))
+            return FuseService(self, request, pyfs.FusepyOperations(fs),
+                               blocking=False, readonly=readonly)
+        program, name = programs.program_for(fstype, ours, self.ctx.env.get("PATH"))
         if source not in ("none", "") and not source.startswith(("/", "~")) and \
                 "://" not in source:
-            source = self.view.resolve(caller, source)
+            source = self.ctx.resolve(caller, source)
         elif source.startswith("/"):
-            source = self.view.resolve(caller, source)
-        self.view.may_wait()                # from here on: a worker thread
-        timeout = float(ours.get("timeout", DEFAULT_TIMEOUT))
+            source = self.ctx.resolve(caller, source)
+        request.source = source
+        self.ctx.may_wait()                # from here on: a worker thread
+        try:
+            timeout = float(ours.get("timeout", DEFAULT_TIMEOUT))
+            if not 0 < timeout < 1e9:
+                raise ValueError
+        except ValueError:
+            raise OSError(errno.EINVAL, f"vufuse: timeout={ours['timeout']}: "
+                          "not a number of seconds") from None
         self.counter += 1
-        helper_mnt = os.path.join(self.view.tmpdir, f"fuse-{self.counter}")
+        helper_mnt = os.path.join(self.ctx.tmpdir, f"fuse-{self.counter}")
         os.mkdir(helper_mnt)
         if readonly:
             rest.append("ro")
@@ -162,8 +167,8 @@ class Vufuse(Module):
         launch = self.launches[helper_mnt] = Launch()
         argv = programs.argv_for(name, program, source, helper_mnt, rest)
         try:
-            daemon = self.view.start_helper(argv)
-            with self.view.unlocked():
+            daemon = self.ctx.start_helper(argv)
+            with self.ctx.unlocked():
                 deadline = time.monotonic() + timeout
                 while not launch.done.wait(0.05):
                     if daemon.exited or time.monotonic() > deadline:
@@ -175,13 +180,13 @@ class Vufuse(Module):
                 raise OSError(errno.ETIMEDOUT, f"vufuse: {name} did not mount "
                               f"{source} within {timeout:g} s")
             launch.conn.timeout = timeout
-            with self.view.unlocked():
+            with self.ctx.unlocked():
                 launch.conn.init()
         finally:
             del self.launches[helper_mnt]
-        return FuseService(self, source, target, fstype, flags, options,
-                           self.WireOperations(launch.conn), blocking=True,
-                           readonly=readonly, daemon=daemon, conn=launch.conn)
+        return FuseService(self, request, self.WireOperations(launch.conn),
+                           blocking=True, readonly=readonly, daemon=daemon,
+                           conn=launch.conn)
 
     def umount(self, service, flags):
         if not isinstance(service, FuseService):
@@ -193,16 +198,15 @@ class Vufuse(Module):
                 pass
             return
         service.may_wait()
-        with self.view.unlocked():
+        with self.ctx.unlocked():
             try:
                 service.conn.destroy()
             except OSError:
                 pass
         if service.daemon is not None:
-            self.view.stop_helper(service.daemon, 10.0)
+            self.ctx.stop_helper(service.daemon, 10.0)
 
 
 def _caller_signalled() -> bool:
     """A signal for the process whose call waits: interrupt the request."""
-    pid = getattr(caller, "pid", 0)
-    return bool(pid) and procinfo.signal_pending(pid)
+    return Caller.current().signal_pending()

@@ -24,6 +24,12 @@ BUILTIN = {
 }
 
 
+#: daemons whose threads race on one image position: two requests at once
+#: (two processes reading, or a quick try asked again on a worker) read
+#: each other's data unless libfuse runs them one at a time (-s)
+SINGLE_THREADED = {"fusefat"}
+
+
 def config_path() -> str:
     return os.path.join(os.path.expanduser("~"), ".vu", "vufuse.conf")
 
@@ -68,6 +74,8 @@ def argv_for(name: str, program: str, source: str, mountpoint: str,
     """The daemon's command line: foreground, options for the file system."""
     # -f: stay in the foreground (libfuse); exfat-fuse has its own options
     argv = [program, source, mountpoint] + ([] if "exfat" in name else ["-f"])
+    if name in SINGLE_THREADED:
+        argv.append("-s")
     if fs_options:
         argv += ["-o", ",".join(fs_options)]
     return argv

@@ -5,15 +5,11 @@ object running in the hypervisor)."""
 from __future__ import annotations
 
 import errno
-import os
 import stat
 import time
 
-from umvu import procinfo
-from umvu.lowerview import caller
-from umvu.module import PathService, ServedFile, WouldBlock
+from umvu.module import Caller, PathService, ServedFile, WouldBlock, linux
 
-O_ACCMODE, O_CREAT, O_EXCL, O_TRUNC = 3, 0o100, 0o200, 0o1000
 #: requests the tracer's thread may try itself (asking twice does no harm)
 QUICK = {"getattr", "readlink", "read", "readdir", "statfs", "access"}
 QUICK_WAIT = 0.02
@@ -22,16 +18,16 @@ WRITE_OPS = ("modify", "create", "delete", "rename", "link")
 
 
 def _writes(flags: int) -> bool:
-    return flags & O_ACCMODE != 0 or bool(flags & O_TRUNC)
+    return flags & linux.O_ACCMODE != 0 or bool(flags & linux.O_TRUNC)
 
 
 class FuseService(PathService):
     """`ops` follows WireOperations' interface; `blocking` services wait
     for a daemon, so their calls run on worker threads."""
 
-    def __init__(self, module, source, target, fstype, flags, options, ops,
-                 *, blocking: bool, readonly: bool, daemon=None, conn=None):
-        super().__init__(module, source, target, fstype, flags, options)
+    def __init__(self, module, request, ops, *, blocking: bool, readonly: bool,
+                 daemon=None, conn=None):
+        super().__init__(module, request)
         self.ops = ops
         self.blocking = blocking
         self.readonly = readonly
@@ -53,7 +49,7 @@ class FuseService(PathService):
             if method not in QUICK or self.conn is None:
                 raise
             return self._quick(func, args, kwargs, ctx)
-        with self.view.unlocked():
+        with self.ctx.unlocked():
             return func(*args, ctx=ctx, **kwargs)
 
     def _quick(self, func, args, kwargs, ctx):
@@ -75,7 +71,7 @@ class FuseService(PathService):
         return path[len(self.target):] or "/"
 
     # ---- used while walking paths --------------------------------------------
-    def lstat(self, path):
+    def lstat(self, path, caller=None):
         """The walk needs only whether a name is a directory or a symlink:
         remember it a moment (as the kernel's dentry cache does), so that
         walking to a file does not ask the daemon about every directory."""
@@ -89,7 +85,7 @@ class FuseService(PathService):
         self._walk_cache[path] = (st, now)
         return st
 
-    def readlink(self, path):
+    def readlink(self, path, caller=None):
         return self.call("readlink", self.rel(path))
 
     # ---- path calls --------------------------------------------------------------
@@ -99,7 +95,7 @@ class FuseService(PathService):
             self._walk_cache.clear()        # names may change meaning
         if self.readonly and (call.op in WRITE_OPS or
                               (call.op == "open" and (_writes(call.flags) or
-                                                      call.flags & O_CREAT))):
+                                                      call.flags & linux.O_CREAT))):
             return -errno.EROFS
         try:
             return getattr(self, "op_" + call.op)(call, rel)
@@ -123,19 +119,19 @@ class FuseService(PathService):
         try:
             st = self.call("getattr", rel)
         except OSError as exc:
-            if exc.errno != errno.ENOENT or not flags & O_CREAT:
+            if exc.errno != errno.ENOENT or not flags & linux.O_CREAT:
                 raise
-            fh = self.create(rel, call.mode & 0o7777, flags & ~(O_CREAT | O_EXCL),
-                             procinfo.umask(call.pid))
+            fh = self.create(rel, call.mode & 0o7777, flags & ~(linux.O_CREAT | linux.O_EXCL),
+                             call.caller.umask)
             return call.serve(FuseFile(self, rel, fh, False))
-        if flags & O_CREAT and flags & O_EXCL:
+        if flags & linux.O_CREAT and flags & linux.O_EXCL:
             return -errno.EEXIST
         if stat.S_ISDIR(st.st_mode):
             if _writes(flags):
                 return -errno.EISDIR
             return call.serve(FuseFile(self, rel, self.call("opendir", rel), True))
-        fh = self.call("open", rel, flags & ~(O_CREAT | O_EXCL | O_TRUNC))
-        if flags & O_TRUNC and _writes(flags) and st.st_size:
+        fh = self.call("open", rel, flags & ~(linux.O_CREAT | linux.O_EXCL | linux.O_TRUNC))
+        if flags & linux.O_TRUNC and _writes(flags) and st.st_size:
             self.call("truncate", rel, 0, fh)
         return call.serve(FuseFile(self, rel, fh, False))
 
@@ -154,7 +150,7 @@ class FuseService(PathService):
         return 0
 
     def op_create(self, call, rel):
-        umask = procinfo.umask(call.pid)
+        umask = call.caller.umask
         if call.name in ("mkdir", "mkdirat"):
             self.make("mkdir", rel, call.mode & 0o7777, umask)
         elif call.name in ("symlink", "symlinkat"):
@@ -234,13 +230,13 @@ class FuseFile(ServedFile):
             release()
             return
         def in_worker():
-            with service.view.unlocked():
+            with service.ctx.unlocked():
                 release()
-        service.view.submit(in_worker)
+        service.ctx.submit(in_worker)
 
 
 
 def caller_ids() -> tuple[int, int, int]:
     """(fsuid, fsgid, pid) of the process whose call is being served."""
-    pid = getattr(caller, "pid", 0)
-    return (*procinfo.fs_ids(pid), pid) if pid else (os.getuid(), os.getgid(), 0)
+    caller = Caller.current()
+    return (*caller.fs_ids(), caller.pid)

@@ -1,5 +1,6 @@
 """vu_insmod [-p] MODULE...: load modules into the current view."""
 
+import os
 import argparse
 import sys
 
@@ -17,7 +18,7 @@ def main(argv=None) -> int:
     status = 0
     for name in args.modules:
         try:
-            control.vucall(control.VU_INSMOD, name.encode(), int(args.permanent))
+            control.vucall(control.VU_INSMOD, os.fsencode(name), int(args.permanent))
         except OSError as exc:
             print(f"{prog()}: {describe(exc, name)}", file=sys.stderr)
             status = 1

@@ -1,5 +1,6 @@
 """vu_rmmod MODULE...: remove modules from the current view."""
 
+import os
 import argparse
 import sys
 
@@ -15,7 +16,7 @@ def main(argv=None) -> int:
     status = 0
     for name in args.modules:
         try:
-            control.vucall(control.VU_RMMOD, name.encode())
+            control.vucall(control.VU_RMMOD, os.fsencode(name))
         except OSError as exc:
             if exc.errno == 2:
                 print(f"{prog()}: {name}: module not loaded", file=sys.stderr)

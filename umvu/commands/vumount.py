@@ -45,8 +45,8 @@ def main(argv=None) -> int:
     flags |= (MS["ro"] if args.read_only else 0) | (MS["bind"] if args.bind else 0) \
         | (MS["move"] if args.move else 0)
     ret = _libc.mount(os.fsencode(args.source), os.fsencode(args.target),
-                      args.types.encode() or None, ctypes.c_ulong(flags),
-                      data.encode() or None)
+                      os.fsencode(args.types) or None, ctypes.c_ulong(flags),
+                      os.fsencode(data) or None)
     if ret != 0:
         err = ctypes.get_errno()
         print(f"{prog()}: {args.target}: {os.strerror(err)}", file=sys.stderr)

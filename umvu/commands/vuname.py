@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     if args.name is not None:
         require_view()
         try:
-            control.vucall(control.VUCTL, control.VUCTL_SETNAME, args.name.encode())
+            control.vucall(control.VUCTL, control.VUCTL_SETNAME, os.fsencode(args.name))
         except OSError as exc:
             print(f"{prog()}: {exc.strerror}", file=sys.stderr)
             return 1

@@ -2,6 +2,8 @@
 inside a view where unrealuidgid is loaded. Outside a view it runs su."""
 
 import argparse
+import ctypes
+import errno
 import os
 import pwd
 import sys
@@ -60,9 +62,24 @@ def main(argv=None) -> int:
     shell = args.shell or (env.get("SHELL") if args.preserve else pw.pw_shell) or "/bin/sh"
     env.pop("IFS", None)
     if not args.preserve:
-        env.update(USER=pw.pw_name, LOGNAME=pw.pw_name, HOME=pw.pw_dir, SHELL=shell)
-    env["PATH"] = login_defs_path(pw.pw_uid == 0)
+        env.update(USER=pw.pw_name, LOGNAME=pw.pw_name, SHELL=shell)
+        # files are still accessed with the real credentials: a home the
+        # real user cannot read (/root) would only give the shell errors
+        if os.access(pw.pw_dir, os.R_OK | os.X_OK):
+            env["HOME"] = pw.pw_dir
+    if args.login and not args.preserve:
+        # as su -l: PATH from login.defs, plus where the view's helpers are
+        helpers = os.path.dirname(os.path.abspath(sys.argv[0]))
+        env["PATH"] = login_defs_path(pw.pw_uid == 0) + (
+            f":{helpers}" if os.access(os.path.join(helpers, "vu_insmod"), os.X_OK)
+            else "")
     try:
+        # as su is setuid root, vusu asks unrealuidgid for root first
+        try:
+            control.vucall(control.VUCTL, ctypes.c_int(control.VUCTL_SU))
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:   # EINVAL: no module took the tag;
+                raise                       # a real root may still go on
         os.setgroups(os.getgrouplist(pw.pw_name, pw.pw_gid))
         os.setresgid(pw.pw_gid, pw.pw_gid, pw.pw_gid)
         os.setresuid(pw.pw_uid, pw.pw_uid, pw.pw_uid)
@@ -70,7 +87,7 @@ def main(argv=None) -> int:
         fail(f"cannot become {user}: {exc.strerror} (is unrealuidgid loaded?)")
     if args.login:
         try:
-            os.chdir(pw.pw_dir)
+            os.chdir(env.get("HOME", pw.pw_dir))
         except OSError:
             os.chdir("/")
     arg0 = ("-" if args.login else "") + os.path.basename(shell)

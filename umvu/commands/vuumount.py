@@ -7,7 +7,7 @@ import sys
 
 from .common import prog
 
-MNT_FORCE, MNT_DETACH = 1, 2
+from ..linux import MNT_DETACH, MNT_FORCE  # noqa: E402
 _libc = ctypes.CDLL(None, use_errno=True)
 
 

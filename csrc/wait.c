@@ -1,27 +1,26 @@
-/* umvu C core: see core.h for why this part is in C. */
+/* umvu C core: the wait loop (see core.h). One thread, the tracer's, runs
+ * it: it waits for ptrace stops, seccomp notifications and pokes, lets the
+ * fast path (fastpath.c) resume the stops Python need not see, and handles
+ * process events itself while no filter injection is pending, writing them
+ * to the journal Python replays. */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/prctl.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/ptrace.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
-#include <linux/filter.h>
 #include <linux/seccomp.h>
 
 #include "core.h"
+#include "fastpath.h"
 
 #ifndef PTRACE_GET_SYSCALL_INFO
 #define PTRACE_GET_SYSCALL_INFO 0x420e
@@ -46,17 +45,6 @@ struct syscall_info {           /* struct ptrace_syscall_info, linux/ptrace.h */
         struct { uint64_t nr; uint64_t args[6]; uint32_t ret_data; } seccomp;
     };
 };
-
-unsigned long umvu_fast_resumed;
-
-long umvu_ptrace(int req, int tid, unsigned long addr, unsigned long data)
-{
-    errno = 0;
-    long r = ptrace(req, tid, (void *)addr, (void *)data);
-    if (r == -1 && errno)
-        return -errno;
-    return r;
-}
 
 static int get_info(int tid, struct umvu_event *ev)
 {
@@ -85,12 +73,35 @@ static int get_info(int tid, struct umvu_event *ev)
     return 0;
 }
 
-struct umvu_journal_entry umvu_journal[UMVU_JOURNAL_MAX];
-int umvu_journal_len;
-int umvu_fast_events;
-int umvu_early_pending;
-int umvu_watch_pid;
-int umvu_wake_on_exits;
+static struct umvu_journal_entry journal_entries[UMVU_JOURNAL_MAX];
+static int journal_len;
+static int fast_events;         /* no filter injection pending */
+static int early_pending;       /* Python keeps stops of unannounced children */
+static int watch_pid;           /* its exit returns to Python...             */
+static int wake_on_exits;       /* ...and every exit, while this is set      */
+
+void umvu_set_fast_events(int on)
+{
+    fast_events = on;
+}
+
+void umvu_set_watch(int pid, int wake, int early)
+{
+    watch_pid = pid;
+    wake_on_exits = wake;
+    early_pending = early;
+}
+
+int umvu_journal_take(struct umvu_journal_entry *out, int max)
+{
+    int n = journal_len < max ? journal_len : max;
+    memcpy(out, journal_entries, sizeof *out * (size_t)n);
+    if (n < journal_len)
+        memmove(journal_entries, journal_entries + n,
+                sizeof *out * (size_t)(journal_len - n));
+    journal_len -= n;
+    return n;
+}
 
 unsigned long umvu_clone_flags(int tid)
 {
@@ -113,7 +124,7 @@ unsigned long umvu_clone_flags(int tid)
 
 static void journal(int kind, struct umvu_event *ev, unsigned long flags)
 {
-    struct umvu_journal_entry *j = &umvu_journal[umvu_journal_len++];
+    struct umvu_journal_entry *j = &journal_entries[journal_len++];
     j->kind = kind;
     j->tid = ev->tid;
     j->status = ev->status;
@@ -155,7 +166,7 @@ static int fast_event(struct umvu_event *ev)
         journal(ev->kind, ev, 0);
         /* Python decides when the view is done: it hears of the exit it
          * waits for, and of every exit once that one is gone */
-        return tid != umvu_watch_pid && !umvu_wake_on_exits;
+        return tid != watch_pid && !wake_on_exits;
     }
     return 0;
 }
@@ -194,7 +205,6 @@ static int decode(int tid, int status, struct umvu_event *ev, int fast)
                     return 1;
                 }
                 if (verdict == 1) {
-                    umvu_fast_resumed++;
                     ptrace(PTRACE_CONT, tid, 0, 0);
                     return 1;
                 }
@@ -225,18 +235,23 @@ static int decode(int tid, int status, struct umvu_event *ev, int fast)
             ev->kind == UMVU_EV_EXIT_STOP)
             ptrace(PTRACE_GETEVENTMSG, tid, 0, &ev->msg);
     }
-    if (fast && umvu_fast_events && fast_event(ev)) {
+    if (fast && fast_events && fast_event(ev)) {
         /* Python holds stops of children it has not met: a clone may
          * introduce them, and they wait for it */
-        if (umvu_journal_len < UMVU_JOURNAL_MAX &&
-            !(umvu_early_pending && ev->kind == UMVU_EV_CLONE))
+        if (journal_len < UMVU_JOURNAL_MAX &&
+            !(early_pending && ev->kind == UMVU_EV_CLONE))
             return 1;
         ev->kind = UMVU_EV_JOURNAL_FULL;
     }
     return 0;
 }
 
-unsigned long umvu_spin_ns = 0;
+static unsigned long spin_ns;   /* poll this long before sleeping */
+
+void umvu_set_spin(unsigned long ns)
+{
+    spin_ns = ns;
+}
 
 static unsigned long now_ns(void)
 {
@@ -370,7 +385,7 @@ static int sleep_for_events(struct umvu_event *ev, int timeout_ms)
 int umvu_wait(struct umvu_event *ev, long timeout_us)
 {
     unsigned long start = now_ns();
-    unsigned long spin_end = start + umvu_spin_ns;
+    unsigned long spin_end = start + spin_ns;
     unsigned long end = timeout_us < 0 ? 0 : start + (unsigned long)timeout_us * 1000UL;
     for (;;) {
         int status;
@@ -379,7 +394,7 @@ int umvu_wait(struct umvu_event *ev, long timeout_us)
             if (!decode(tid, status, ev, 1))
                 return 0;
             /* handled here: a stop just happened, more may follow soon */
-            spin_end = now_ns() + umvu_spin_ns;
+            spin_end = now_ns() + spin_ns;
             continue;
         }
         if (tid < 0 && errno != ECHILD)
@@ -422,210 +437,4 @@ int umvu_wait_tid(int tid, struct umvu_event *ev)
         return -errno;
     decode(tid, status, ev, 0);
     return 0;
-}
-
-int umvu_getregs(int tid, struct umvu_regs *regs)
-{
-    return ptrace(PTRACE_GETREGS, tid, 0, regs) < 0 ? -errno : 0;
-}
-
-int umvu_setregs(int tid, const struct umvu_regs *regs)
-{
-    return ptrace(PTRACE_SETREGS, tid, 0, (void *)regs) < 0 ? -errno : 0;
-}
-
-/* At a seccomp stop: skip the call and make it return `result`. */
-int umvu_set_result(int tid, long result)
-{
-    struct umvu_regs regs;
-    if (ptrace(PTRACE_GETREGS, tid, 0, &regs) < 0)
-        return -errno;
-    regs.orig_rax = (unsigned long)-1;
-    regs.rax = (unsigned long)result;
-    return ptrace(PTRACE_SETREGS, tid, 0, &regs) < 0 ? -errno : 0;
-}
-
-static long mem_fallback(int tid, unsigned long addr, void *buf,
-                         unsigned long len, int write)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/mem", tid);
-    int fd = open(path, write ? O_WRONLY : O_RDONLY);
-    if (fd < 0)
-        return -errno;
-    long r = write ? pwrite(fd, buf, len, (off_t)addr)
-                   : pread(fd, buf, len, (off_t)addr);
-    if (r < 0)
-        /* an unmapped address (EIO), or one in the kernel half (an offset
-         * past off_t: EINVAL): the kernel would say EFAULT */
-        r = (errno == EIO || errno == EINVAL) ? -EFAULT : -errno;
-    close(fd);
-    return r;
-}
-
-long umvu_read(int tid, unsigned long addr, void *buf, unsigned long len)
-{
-    struct iovec local = { buf, len }, remote = { (void *)addr, len };
-    long r = process_vm_readv(tid, &local, 1, &remote, 1, 0);
-    if (r >= 0)
-        return r;
-    return mem_fallback(tid, addr, buf, len, 0);
-}
-
-long umvu_write(int tid, unsigned long addr, const void *buf, unsigned long len)
-{
-    struct iovec local = { (void *)buf, len }, remote = { (void *)addr, len };
-    long r = process_vm_writev(tid, &local, 1, &remote, 1, 0);
-    if (r == (long)len)
-        return r;
-    /* read-only pages (e.g. code) or a partial write: /proc/PID/mem can */
-    return mem_fallback(tid, addr, (void *)buf, len, 1);
-}
-
-/* Read a NUL-terminated string, page by page so that a string ending just
- * before an unmapped page is still read. Returns its length, or -errno;
- * -EFAULT when memory ends before the NUL (as the kernel's copy would),
- * -ENAMETOOLONG when no NUL is found within max bytes. */
-long umvu_read_str(int tid, unsigned long addr, char *buf, unsigned long max)
-{
-    unsigned long done = 0;
-    while (done < max) {
-        unsigned long chunk = 4096 - ((addr + done) & 4095);
-        if (chunk > max - done)
-            chunk = max - done;
-        long r = umvu_read(tid, addr + done, buf + done, chunk);
-        if (r <= 0)
-            return -EFAULT;
-        char *nul = memchr(buf + done, 0, (size_t)r);
-        if (nul)
-            return nul - buf;
-        done += (unsigned long)r;
-    }
-    return -ENAMETOOLONG;
-}
-
-static void child_fail(const char *name, int err)
-{
-    char msg[512];
-    int n = snprintf(msg, sizeof msg, "umvu: %s: %s\n", name, strerror(err));
-    if (n > 0)
-        (void)!write(2, msg, (size_t)n);
-    _exit(err == ENOENT ? 127 : 126);
-}
-
-static int install(const void *filter, unsigned short len, unsigned long flags)
-{
-    struct sock_fprog prog = { len, (struct sock_filter *)filter };
-    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
-}
-
-static int send_fd(int sock, int fd)
-{
-    char byte = 0;
-    struct iovec iov = { &byte, 1 };
-    union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } u;
-    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
-                          .msg_control = u.buf, .msg_controllen = sizeof u.buf };
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    return sendmsg(sock, &msg, 0) < 0 ? -errno : 0;
-}
-
-static int recv_fd(int sock)
-{
-    char byte;
-    struct iovec iov = { &byte, 1 };
-    union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } u;
-    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1,
-                          .msg_control = u.buf, .msg_controllen = sizeof u.buf };
-    ssize_t r;
-    do
-        r = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-    while (r < 0 && errno == EINTR);
-    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-    if (r <= 0 || !c || c->cmsg_type != SCM_RIGHTS)
-        return -1;
-    int fd;
-    memcpy(&fd, CMSG_DATA(c), sizeof fd);
-    return fd;
-}
-
-/* fork; the parent PTRACE_SEIZEs the child (when asked to); the child
- * installs the notifying filter, hands its listener to the parent, installs
- * the tracing filter (if any) and execs. Returns the child pid or -errno. */
-int umvu_spawn(const char *path, char *const argv[], char *const envp[],
-               const void *notif_filter, unsigned short notif_len,
-               const void *filter, unsigned short filter_len,
-               unsigned long ptrace_options, const int *default_sigs, int nsigs,
-               const char *display_name, int *listener)
-{
-    int go[2], sock[2];
-    *listener = -1;
-    if (pipe2(go, O_CLOEXEC) < 0)
-        return -errno;
-    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sock) < 0) {
-        int e = errno;
-        close(go[0]);
-        close(go[1]);
-        return -e;
-    }
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
-        close(go[0]);
-        close(go[1]);
-        close(sock[0]);
-        close(sock[1]);
-        return -e;
-    }
-    if (pid == 0) {
-        char c;
-        close(go[1]);
-        close(sock[0]);
-        for (int i = 0; i < nsigs; i++)
-            signal(default_sigs[i], SIG_DFL);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-            child_fail("prctl(NO_NEW_PRIVS)", errno);
-        /* killable once the hypervisor holds a notification: a signal
-         * must not make the call run twice */
-        int lfd = install(notif_filter, notif_len,
-                          SECCOMP_FILTER_FLAG_NEW_LISTENER |
-                          SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV);
-        if (lfd < 0)
-            child_fail("seccomp", errno);
-        int e = send_fd(sock[1], lfd);
-        if (e < 0)
-            child_fail("seccomp listener", -e);
-        close(lfd);
-        close(sock[1]);
-        while (read(go[0], &c, 1) < 0 && errno == EINTR)
-            ;                   /* the parent has seized us (if it would) */
-        close(go[0]);
-        if (filter_len && install(filter, filter_len, 0) < 0)
-            child_fail("seccomp", errno);
-        execve(path, argv, envp);
-        child_fail(display_name, errno);
-    }
-    close(go[0]);
-    close(sock[1]);
-    *listener = recv_fd(sock[0]);  /* before seizing: the child may not stop */
-    close(sock[0]);
-    if (*listener >= 0 && ptrace_options &&
-        ptrace(PTRACE_SEIZE, pid, 0, (void *)ptrace_options) < 0) {
-        int e = errno;
-        kill(pid, SIGKILL);
-        close(go[1]);
-        close(*listener);
-        *listener = -1;
-        waitpid(pid, NULL, 0);
-        return -e;
-    }
-    close(go[1]);               /* child goes on to exec (or has failed) */
-    return pid;
 }

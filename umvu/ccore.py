@@ -1,9 +1,14 @@
-"""Thin Python face of the C core (umvu._core): constants and checked calls."""
+"""The Python face of the whole C core (umvu._core, csrc/): its constants,
+checked calls and the rows and tables it is given, built by field name.
+
+The C core's state is set only through the functions here (csrc/core.h
+lists them); nothing outside this module touches `lib` to assign it."""
 
 from __future__ import annotations
 
 import errno
 import os
+from typing import NamedTuple
 
 from ._core import ffi, lib
 
@@ -112,24 +117,62 @@ def read_str(tid: int, addr: int, limit: int = 4096) -> bytes:
     return ffi.buffer(buf, n)[:]
 
 
-def set_fast_info(info: dict[int, tuple]) -> None:
-    """Per-syscall fast-path entries: nr -> (kind, path, at, path2, at2,
-    follow, follow_arg, empty, rewrite); numbers not given go to Python."""
-    table = lib.umvu_nrinfo
-    for nr in range(NR_MAX):
-        entry = info.get(nr, (FAST_PYTHON, -1, -1, -1, -1, 0, -1, -1, 0))
-        (table[nr].kind, table[nr].path, table[nr].at, table[nr].path2,
-         table[nr].at2, table[nr].follow, table[nr].follow_arg,
-         table[nr].empty, table[nr].rewrite) = entry
+class FastRow(NamedTuple):
+    """What the C core may decide alone at a seccomp stop of one syscall
+    number (struct umvu_fast_row, field for field): argument indexes are
+    -1 where there is none."""
+    kind: int = FAST_PYTHON     # FAST_PYTHON, FAST_RESUME, FAST_PATH, FAST_FD
+    path: int = -1              # FAST_PATH: the path argument; FAST_FD: the fd
+    at: int = -1                # its dirfd argument
+    path2: int = -1             # a second path (or descriptor) argument
+    at2: int = -1               # its dirfd argument
+    follow: int = FOLLOW_ALWAYS  # FOLLOW_*: is a last symlink followed
+    follow_arg: int = -1        # the flags argument FOLLOW_AT/FOLLOW_O read
+    empty: int = -1             # the flags argument that may say AT_EMPTY_PATH
+    rewrite: int = 0            # 1 stat-like, 2 changes a file, 3 makes or
+                                # removes a name: the C core may rewrite the
+                                # path to the host one below a bind; 0 not
 
 
-def set_mounts(mounts: list[tuple[str, str | None, str | None]]) -> None:
-    """(mount point, host directory it stands for or None, bottom layer or
-    None), mount order (see umvu_set_mounts)."""
-    columns = [[ffi.new("char[]", os.fsencode(s)) if s else ffi.NULL for s in col]
-               for col in zip(*mounts)] or [[], [], []]    # alive during the call
-    arrays = [ffi.new("char *[]", col + [ffi.NULL]) for col in columns]
-    check(lib.umvu_set_mounts(*arrays, len(mounts)))
+#: the row of a number trapped by a filter that nobody wants any more
+RESUME = FastRow(FAST_RESUME)
+
+
+def set_fast_rows(rows: dict[int, FastRow]) -> None:
+    """The fast-path row of each syscall number; numbers not given (and
+    rows of kind FAST_PYTHON) go to Python."""
+    table = ffi.new("struct umvu_fast_row[]", NR_MAX)
+    for nr, row in rows.items():
+        table[nr] = row._asdict()
+    check(lib.umvu_set_fast_rows(table, NR_MAX))
+
+
+class MountRow(NamedTuple):
+    """A mount point and how far the C core may walk below it (struct
+    umvu_mount): host None, Python answers every path below it; bottom
+    None, a plain bind to host; else layers (host the top one) by the
+    protocol store (the name of the top's bookkeeping directory: a regular
+    file there is a deletion) and meta_suffix (added to such a name: that
+    file holds metadata of its own). Without store and meta_suffix layers
+    are not walked in C."""
+    path: str
+    host: str | None = None
+    bottom: str | None = None
+    store: str | None = None
+    meta_suffix: str | None = None
+
+
+def set_mounts(mounts: list[MountRow]) -> None:
+    """The mount points in mount order (tuples in MountRow's field order)."""
+    table = ffi.new("struct umvu_mount[]", max(len(mounts), 1))
+    keep = []                   # the strings, alive during the call
+    for i, row in enumerate(mounts):
+        row = MountRow(*row)
+        for field, value in row._asdict().items():
+            if value is not None:
+                keep.append(ffi.new("char[]", os.fsencode(value)))
+                setattr(table[i], field, keep[-1])
+    check(lib.umvu_set_mounts(table, len(mounts)))
 
 
 def set_thread(tid: int, tgid: int, flags: int, cwd: str, fds=()) -> None:
@@ -137,6 +180,31 @@ def set_thread(tid: int, tgid: int, flags: int, cwd: str, fds=()) -> None:
     the descriptors the view mirrors (more than 16: TF_PYTHON)."""
     check(lib.umvu_set_thread(tid, tgid, flags, os.fsencode(cwd),
                               ffi.new("int[]", list(fds) or [0]), len(fds)))
+
+
+def set_proc_virtual() -> None:
+    """Some process's /proc/PID/{cwd,fd,exe,root} now differ from the
+    kernel's: the C core sends such paths to Python from now on."""
+    lib.umvu_set_proc_virtual(1)
+
+
+def stats() -> dict[str, int]:
+    """What the fast path decided alone since the start: stops resumed,
+    path calls and descriptor calls."""
+    out = ffi.new("struct umvu_stats *")
+    lib.umvu_get_stats(out)
+    return {"resumed": out.resumed, "paths": out.paths, "fds": out.fds}
+
+
+_journal = ffi.new("struct umvu_journal_entry[]", lib.UMVU_JOURNAL_MAX)
+
+
+def journal_take() -> list[tuple[int, int, int, int, int]]:
+    """The process events the C core handled alone since the last call,
+    oldest first: (kind, tid, msg, flags, status)."""
+    n = lib.umvu_journal_take(_journal, lib.UMVU_JOURNAL_MAX)
+    return [(e.kind, e.tid, e.msg, e.flags, e.status)
+            for e in (_journal[i] for i in range(n))]
 
 
 def spawn(path: str, argv: list[str], env: dict[str, str], notif_bpf: bytes,

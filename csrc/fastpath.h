@@ -1,0 +1,15 @@
+/* What the wait loop (wait.c) asks of the fast path (fastpath.c) at a stop.
+ * Not part of the Python interface (core.h). */
+#ifndef UMVU_FASTPATH_H
+#define UMVU_FASTPATH_H
+
+/* at a seccomp stop: 0 ask Python, 1 resume, 2 rewrite (umvu_fast_rewrite) */
+int umvu_fast_decide(int tid, long nr, const unsigned long *args);
+/* after umvu_fast_decide said 2: point the argument at the host path; the
+ * thread is resumed to its exit stop, where umvu_fast_restore puts the
+ * registers back. Return 0 when done (else: ask Python). */
+int umvu_fast_rewrite(int tid, unsigned long sp);
+/* at a syscall-exit stop: 1 when it was a rewritten call, now restored */
+int umvu_fast_restore(int tid);
+
+#endif
