@@ -41,6 +41,9 @@ bench: venv
 
 docs: venv
 	$(VENV)/bin/python -m umvu.syscall_table > docs/syscalls.md
+	$(VENV)/bin/python -m umvu.manpages >/dev/null
+	$(VENV)/bin/python docs/make_tutorials.py >/dev/null
+	-$(VENV)/bin/python docs/make_screenshot.py >/dev/null
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \

@@ -96,6 +96,10 @@ int umvu_spawn(const char *path, char *const argv[], char *const envp[],
     }
     if (pid == 0) {
         char c;
+        /* the hypervisor is not dumpable (out of its tracees' reach); its
+         * child must be seizable before the exec that would make it so
+         * anyway: set before the listener is sent, i.e. before the seize */
+        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
         close(go[1]);
         close(sock[0]);
         for (int i = 0; i < nsigs; i++)

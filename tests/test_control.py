@@ -112,8 +112,10 @@ def test_bad_module_names_refused(run_umvu, name):
 ])
 def test_usage_errors(run_umvu, argv):
     res = run_umvu(argv)
-    assert res.returncode != 0
-    assert res.stderr.startswith(f"usage: {argv[0]} ")
+    assert res.returncode == 2
+    # one line, `NAME: what went wrong`
+    assert res.stderr.startswith(f"{argv[0]}: ") and res.stderr.count("\n") == 1
+    assert res.stderr.endswith(f" (see {argv[0]} --help)\n")
     assert res.stdout == ""
 
 

@@ -1,4 +1,4 @@
-"""Unit tests of umvu.fsstate: the descriptor table (FdTable), the open file
+"""Unit tests of umvu.vfs.state: the descriptor table (FdTable), the open file
 descriptions it shares (OpenFile) and a process's file-system state (ProcFs,
 FsState), against the kernel's rules for dup, fork, CLONE_FILES/CLONE_FS,
 exec and close_range (no umvu session, no ptrace)."""
@@ -9,15 +9,14 @@ import os
 
 import pytest
 
-from umvu.fsstate import CLONE_FILES, CLONE_FS, FdTable, FsState, OpenFile, ProcFs
+from umvu.vfs.state import CLONE_FILES, CLONE_FS, FdTable, FsState, OpenFile, ProcFs
 
 
 @pytest.fixture
-def released(monkeypatch):
-    """The open files released, in order (FdTable.on_release, which the
-    view sets on the class)."""
+def released():
+    """The open files released, in order: the tables of a test are made
+    with `released.append` as their on_release (the view gives its own)."""
     seen: list[OpenFile] = []
-    monkeypatch.setattr(FdTable, "on_release", seen.append)
     return seen
 
 
@@ -25,14 +24,16 @@ def of(name="f", **kw) -> OpenFile:
     return OpenFile(f"/v/{name}", service=object(), **kw)
 
 
-def proc(files=None, cwd="/home") -> ProcFs:
-    return ProcFs(FsState(cwd), files if files is not None else FdTable())
+def proc(released=None, files=None, cwd="/home") -> ProcFs:
+    on_release = released.append if released is not None else None
+    return ProcFs(FsState(cwd), files if files is not None
+                  else FdTable(on_release=on_release))
 
 
 # ---- add / get / drop --------------------------------------------------------
 
 def test_add_get_drop(released):
-    t = FdTable()
+    t = FdTable(on_release=released.append)
     a = of("a")
     assert t.get(3) is None
     t.add(3, a, False)
@@ -49,7 +50,7 @@ def test_add_get_drop(released):
 def test_add_over_an_open_fd_releases_the_old(released):
     """dup2 onto an open descriptor, or an open reusing a number the view
     missed being closed: the old open file loses that reference."""
-    t = FdTable()
+    t = FdTable(on_release=released.append)
     a, b = of("a"), of("b")
     t.add(5, a, False)
     t.add(5, b, True)
@@ -59,7 +60,7 @@ def test_add_over_an_open_fd_releases_the_old(released):
 
 def test_dup_between_sharing_fds_keeps_it(released):
     """dup2(3, 4) when 4 already refers to 3's open file."""
-    t = FdTable()
+    t = FdTable(on_release=released.append)
     a = of()
     t.add(3, a, False)
     t.dup(3, 4)
@@ -69,14 +70,14 @@ def test_dup_between_sharing_fds_keeps_it(released):
 
 def test_constructor_counts_references(released):
     a = of()
-    t = FdTable({3: (a, False), 4: (a, True)})
+    t = FdTable({3: (a, False), 4: (a, True)}, released.append)
     assert a.refs == 2 and t.get(4) is a
     t.drop_all()
     assert released == [a]
 
 
 def test_iteration_is_a_snapshot(released):
-    t = FdTable()
+    t = FdTable(on_release=released.append)
     for fd in range(3, 8):
         t.add(fd, of(str(fd)), False)
     for fd, _ in t:
@@ -87,7 +88,7 @@ def test_iteration_is_a_snapshot(released):
 # ---- dup ---------------------------------------------------------------------
 
 def test_dup_shares_the_open_file(released):
-    t = FdTable()
+    t = FdTable(on_release=released.append)
     a = of()
     t.add(3, a, True)
     t.dup(3, 10)
@@ -109,7 +110,7 @@ def test_dup_shares_the_open_file(released):
 
 def test_dup_onto_itself_changes_nothing(released):
     """dup2(fd, fd) returns fd and leaves FD_CLOEXEC alone."""
-    t = FdTable()
+    t = FdTable(on_release=released.append)
     a = of()
     t.add(3, a, True)
     t.dup(3, 3)
@@ -117,7 +118,7 @@ def test_dup_onto_itself_changes_nothing(released):
 
 
 def test_dup_onto_a_mirrored_fd_replaces_it(released):
-    t = FdTable()
+    t = FdTable(on_release=released.append)
     a, b = of("a"), of("b")
     t.add(3, a, False)
     t.add(4, b, False)
@@ -128,7 +129,7 @@ def test_dup_onto_a_mirrored_fd_replaces_it(released):
 def test_dup_of_a_kernel_fd_drops_the_target(released):
     """dup2(kernel_fd, mirrored_fd) succeeded: the target now refers to
     something the kernel opened, no longer mirrored."""
-    t = FdTable()
+    t = FdTable(on_release=released.append)
     b = of("b")
     t.add(4, b, False)
     t.dup(7, 4)
@@ -138,7 +139,7 @@ def test_dup_of_a_kernel_fd_drops_the_target(released):
 # ---- CLOEXEC and exec --------------------------------------------------------
 
 def test_set_cloexec(released):
-    t = FdTable()
+    t = FdTable(on_release=released.append)
     a = of()
     t.add(3, a, False)
     t.set_cloexec(3, True)
@@ -150,7 +151,7 @@ def test_set_cloexec(released):
 
 
 def test_after_exec_keeps_the_inherited(released):
-    t = FdTable()
+    t = FdTable(on_release=released.append)
     keep, close = of("keep"), of("close")
     t.add(0, keep, False)
     t.add(3, close, True)
@@ -167,7 +168,7 @@ def test_after_exec_keeps_the_inherited(released):
 
 
 def test_procfs_exec_unshares_files_only(released):
-    p = proc()
+    p = proc(released)
     a, c = of("a"), of("c")
     p.files.add(3, a, False)
     p.files.add(4, c, True)
@@ -185,7 +186,7 @@ def test_procfs_exec_unshares_files_only(released):
 # ---- close_range ---------------------------------------------------------------
 
 def test_drop_range_is_inclusive(released):
-    t = FdTable()
+    t = FdTable(on_release=released.append)
     files = {fd: of(str(fd)) for fd in (0, 2, 3, 4, 5, 9)}
     for fd, f in files.items():
         t.add(fd, f, False)
@@ -199,7 +200,7 @@ def test_drop_range_is_inclusive(released):
 
 
 def test_drop_range_releases_only_the_last_reference(released):
-    t = FdTable()
+    t = FdTable(on_release=released.append)
     a = of()
     t.add(3, a, False)
     t.dup(3, 20)
@@ -208,7 +209,7 @@ def test_drop_range_releases_only_the_last_reference(released):
 
 
 def test_drop_all(released):
-    t = FdTable()
+    t = FdTable(on_release=released.append)
     a = of()
     t.add(0, a, False)
     t.add((1 << 31) - 1, of("top"), False)          # the highest descriptor
@@ -219,7 +220,7 @@ def test_drop_all(released):
 def test_close_range_unshare(released):
     """CLOSE_RANGE_UNSHARE: the view copies the table, then drops the range
     from the copy; the other users keep their descriptors."""
-    p = proc()
+    p = proc(released)
     a = of()
     p.files.add(3, a, False)
     thread = p.fork(CLONE_FS | CLONE_FILES)
@@ -231,7 +232,7 @@ def test_close_range_unshare(released):
 # ---- fork, threads -----------------------------------------------------------------
 
 def test_fork_copies_the_table(released):
-    parent = proc()
+    parent = proc(released)
     a = of()
     parent.files.add(3, a, True)
     child = parent.fork(0)
@@ -250,7 +251,7 @@ def test_fork_copies_the_table(released):
 
 
 def test_clone_files_shares_the_table(released):
-    parent = proc()
+    parent = proc(released)
     a = of()
     parent.files.add(3, a, False)
     thread = parent.fork(CLONE_FILES)
@@ -285,7 +286,7 @@ def test_many_tables_one_release(released):
     """A description shared by several tables is released once, by whichever
     table drops the last descriptor."""
     a = of()
-    p = proc()
+    p = proc(released)
     p.files.add(3, a, False)
     tables = [p.fork(0).files for _ in range(3)] + [p.files]
     for t in tables[1:]:

@@ -1,9 +1,9 @@
-"""Unit tests of umvu.pathwalk.Walker: no umvu session, no ptrace.
+"""Unit tests of umvu.vfs.walk.Walker: no umvu session, no ptrace.
 
 A temporary host tree (directories, files, relative and absolute symlinks,
 loops, dangling links) is walked with a fake service table. Where no service
-is involved the walker's answer, applied the way umvu/vfs.py applies it (the
-resolved path, plus "/" when trailing_slash, given to the same call), must
+is involved the walker's answer, applied the way umvu/vfs/paths.py applies it
+(the resolved path, plus "/" when trailing_slash, given to the same call), must
 match what the kernel does on the original path: fstatat, or openat2 with
 RESOLVE_IN_ROOT / RESOLVE_BENEATH / RESOLVE_NO_SYMLINKS for the chroot,
 `beneath` and `no_symlinks` walks. Through mount points, fake services answer
@@ -20,7 +20,7 @@ import struct
 
 import pytest
 
-from umvu.pathwalk import MAXSYMLINKS, PATH_MAX, Walker
+from umvu.vfs.walk import MAXSYMLINKS, PATH_MAX, Walker
 
 INF = float("inf")
 PID = os.getpid()           # /proc/self in a walk is the caller's: ours here
@@ -76,7 +76,7 @@ class FakeService:
 
 
 class FakeTable:
-    """The one method the walker uses of umvu.services.ServiceTable."""
+    """The one method the walker uses of umvu.servicetable.ServiceTable."""
 
     def __init__(self, *services):
         self.services = list(services)      # mount order
@@ -167,7 +167,7 @@ def kernel_stat(path: str, dir_fd: int, follow: bool):
 
 
 def applied_stat(res, follow: bool):
-    """The same call made on the walker's answer, as umvu/vfs.py makes it."""
+    """The same call made on the walker's answer, as umvu/vfs/paths.py makes it."""
     if res.error:
         return _err(res.error)
     path = res.path + ("/" if res.trailing_slash and not res.path.endswith("/") else "")

@@ -1,4 +1,4 @@
-"""Unit tests of umvu.services: the service table and its epochs, with real
+"""Unit tests of umvu.servicetable: the service table and its epochs, with real
 umvu.module Service/PathService objects (no umvu session, no ptrace)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from umvu.module import MountRequest, PathService, Service
-from umvu.services import ServiceTable, path_under
+from umvu.servicetable import ServiceTable, path_under
 
 
 class FakeModule:

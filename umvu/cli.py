@@ -53,11 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-d", "--debug", metavar="TAGS", action="append", default=[],
                    help="debug messages: t=tracer, m=modules, s=syscalls "
                         "(letters or comma-separated names; 'all')")
+    p.add_argument("--kill-after", metavar="SECONDS", type=_seconds, default=10.0,
+                   help="after SIGTERM or SIGHUP to umvu, every process of the "
+                        "view gets it; those still alive SECONDS later are "
+                        "killed (default 10)")
     p.add_argument("--trace", action="store_true",
                    help="log each intercepted syscall with its arguments, "
-                        "result and who answered (kernel or a module)")
+                        "result and who answered (kernel or a module); "
+                        "--trace=summary: a table at the end instead (calls by "
+                        "name, by module and by kind of answer, as strace -c)")
+    p.add_argument("--trace-summary", action="store_true", help=argparse.SUPPRESS)
+    from .oneshot import add_arguments
+    add_arguments(p)
     p.add_argument("--version", action="version", version=f"umvu {__version__}")
-    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD [ARGS...]")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD [ARGS...]",
+                   help="the command to run in the view (default: $SHELL)")
     return p
 
 
@@ -76,6 +86,16 @@ def debug_tags(debug: list[str]) -> set[str]:
                 raise UsageError(f"-d {word}: unknown debug tag (use letters of "
                                  f"{''.join(DEBUG_TAGS)}, logger names or 'all')")
     return names
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    if not 0 <= value < 1e6:
+        raise argparse.ArgumentTypeError(f"out of range: {text}")
+    return value
 
 
 def _setup_logging(output: str | None, debug: list[str], trace: bool) -> None:
@@ -117,12 +137,34 @@ def exit_code(status: int) -> int:
     return os.WEXITSTATUS(status)
 
 
+def _trace_words(parser, argv: list[str]) -> list[str]:
+    """--trace=summary (and --trace=lines) among umvu's options: argparse
+    cannot give --trace an optional value without eating CMD."""
+    takes_value = {opt for opt, action in parser._option_string_actions.items()
+                   if action.nargs != 0}
+    out = list(argv)
+    i = 0
+    while i < len(out):
+        word = out[i]
+        if word == "--" or not word.startswith("-") or word == "-":
+            break                   # CMD starts here
+        if word == "--trace=summary":
+            out[i] = "--trace-summary"
+        elif word == "--trace=lines":
+            out[i] = "--trace"
+        elif word in takes_value:
+            i += 1                  # its value
+        i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(
+            _trace_words(parser, sys.argv[1:] if argv is None else argv))
     except UsageError as exc:
-        print(f"umvu: {exc}\nTry 'umvu --help' for more information.",
-              file=sys.stderr)
+        print(f"umvu: {exc} (see umvu --help)", file=sys.stderr)
         return 2
     command = args.command
     if command and command[0] == "--":
@@ -135,10 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"umvu: {args.output}: {exc.strerror}", file=sys.stderr)
         return 2
     except UsageError as exc:
-        print(f"umvu: {exc}\nTry 'umvu --help' for more information.",
-              file=sys.stderr)
+        print(f"umvu: {exc} (see umvu --help)", file=sys.stderr)
         return 2
 
+    from . import oneshot
+    if args.check or args.dump:
+        return oneshot.check_or_dump(args)
     env = dict(os.environ)
     env["UMVU_PID"] = str(os.getpid())
     env["UMVU_VIEWNAME"] = args.viewname
@@ -154,27 +198,41 @@ def main(argv: list[str] | None = None) -> int:
         print(f"umvu: already inside a view (hypervisor {info['serverid']}); "
               "one view cannot hold another", file=sys.stderr)
         return 2
+    setup = oneshot.OneShot()
+    try:
+        statements = setup.prepare(args)
+    except oneshot.SetupError as exc:
+        setup.cleanup()
+        print(f"umvu: {exc}", file=sys.stderr)
+        return 2
 
+    _out_of_reach()
     from .view import View          # the C extension loads here
     view = View(args.viewname)
     view.env = env
     log_stream = logging.getLogger("umvu").handlers[0].stream
     if args.output or args.debug:
         view.helper_output = log_stream.fileno()
-    if args.trace:
-        from .trace_log import attach
-        attach(view)
+    summary = None
+    if args.trace or args.trace_summary:
+        from .trace_log import Summary, attach
+        summary = Summary() if args.trace_summary else None
+        attach(view, lines=args.trace, summary=summary)
     child_sigs = view.child_signals = _child_signals()
     for sig in (signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_IGN)
     root = None
 
     def forward(sig, _frame):
-        if root is not None and not root.exited:
-            try:
-                os.kill(root.pid, sig)
-            except ProcessLookupError:
-                pass                # it just ended; the loop will hear of it
+        # the whole view ends, as a session's processes do when its
+        # terminal hangs up: every process gets the signal, then SIGKILL
+        # after the grace period
+        _signal_view(view, sig)
+        import threading
+        timer = threading.Timer(args.kill_after, _signal_view,
+                                (view, signal.SIGKILL))
+        timer.daemon = True
+        timer.start()
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, forward)
     signal.signal(signal.SIGUSR2, lambda *_: _dump_state(view))
@@ -183,7 +241,11 @@ def main(argv: list[str] | None = None) -> int:
         for rc in _rc_files(args):
             proc = view.spawn("/bin/sh", ["/bin/sh", rc], env, child_sigs)
             view.tracer.run(until=lambda: proc.exited, watch=proc)
-        root = view.spawn(path, command, env, child_sigs)
+        if statements:      # the view file's statements, then CMD
+            root = view.spawn(sys.executable, oneshot.applier_argv(
+                statements, path, command), env, child_sigs)
+        else:
+            root = view.spawn(path, command, env, child_sigs)
         view.tracer.run(until=view.only_helpers_left, watch=root)
     except OSError as exc:
         if root is None and exc.errno == errno.EPERM:
@@ -195,11 +257,39 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         view.shutdown()
         view.finish_helpers()       # FUSE daemons flush and end
+        setup.cleanup()             # temporary stores
+        if summary is not None:
+            print(summary.report(), file=log_stream, flush=True)
     return exit_code(root.status)
 
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _signal_view(view, sig: int) -> None:
+    """sig to every process of the view but its helpers (FUSE daemons end
+    when their file systems are unmounted, after the others)."""
+    from .procinfo import descendants
+    helpers = {p.pid for p in view.tracer.processes.values()
+               if getattr(p, "helper", False)}
+    for pid, _ in descendants(os.getpid()):
+        if pid not in helpers:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+def _out_of_reach() -> None:
+    """Not dumpable: processes of the view (same user) can then neither
+    ptrace the hypervisor, nor write its memory through /proc/PID/mem or
+    process_vm_writev, nor take its descriptors with pidfd_getfd: all need
+    PTRACE_MODE_ATTACH, which a non-dumpable process refuses to its peers.
+    Its children become dumpable again when they exec."""
+    import ctypes
+    PR_SET_DUMPABLE = 4
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def _dump_state(view) -> None:

@@ -22,6 +22,9 @@ VUCTL_SET_DEBUGCOLOR = 7
 #: tags past VUOS's go to the modules that handle "vuctl": unrealuidgid
 #: makes the caller root (vusu)
 VUCTL_SU = 0x5553
+#: umvu's own: the view as JSON (umvu.viewstate), for vuname --dump;
+#: args (buf, size), returns the size needed
+VUCTL_DUMP = 0x4455
 
 #: struct vu_info: struct utsname (6 x char[65]), vu_serverid[65], vu_name[65]
 VU_INFO = struct.Struct("65s" * 8)

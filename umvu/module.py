@@ -29,7 +29,7 @@ import os
 import threading
 from typing import Any, Callable
 
-from . import linux, procinfo  # noqa: F401  (linux: constants for modules)
+from . import creds, linux, procinfo  # noqa: F401  (linux: constants for modules)
 
 #: returned by a handler: the call is not ours, the kernel runs it
 KERNEL = None
@@ -69,17 +69,17 @@ class Caller:
 
     def fs_ids(self) -> tuple[int, int]:
         """(fsuid, fsgid): the ids the kernel checks its file access with."""
-        return procinfo.fs_ids(self.pid) if self.pid else (os.getuid(), os.getgid())
+        return creds.fs_ids(self.pid) if self.pid else (os.getuid(), os.getgid())
 
     @property
     def groups(self) -> list[int]:
-        return procinfo.fs_creds(self.pid)[2] if self.pid else os.getgroups()
+        return creds.fs_creds(self.pid)[2] if self.pid else os.getgroups()
 
     def acting_as(self):
         """A context manager: file work done inside it is checked by the
         kernel with this process's file credentials (it matters when the
         hypervisor runs as root; otherwise it changes nothing)."""
-        return procinfo.acting_as(self.pid)
+        return creds.acting_as(self.pid)
 
     def signal_pending(self) -> bool:
         """Has it a signal waiting that it neither blocks nor ignores?
@@ -273,6 +273,18 @@ class Call:
         read and write the caller's memory and return a new result (None:
         unchanged)."""
         self._stop.on_exit(hook)
+
+    def answer_fd(self, fd: int, cloexec: bool = False) -> int | None:
+        """Answer the call with a copy of the hypervisor's descriptor fd
+        (a socket the module made): the caller gets it under the lowest
+        free number, as the kernel would choose, and the call returns that
+        number. Return what this returns (`return call.answer_fd(fd)`); the
+        module may close its own fd right after. A control call (msocket)
+        gets it at once; a trapped call is run as another call that makes
+        a descriptor, then swapped at its exit (see umvu/fdpass.py), so
+        its arguments are the view's from here on. cloexec: O_CLOEXEC."""
+        from . import fdpass
+        return fdpass.answer(self._stop, fd, cloexec)
 
     def effective_uid(self) -> int:
         """The caller's effective uid as the view shows it (a module of

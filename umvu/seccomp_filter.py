@@ -41,6 +41,10 @@ def data_of(arch: int, nr: int) -> int:
     return DATA_TABLE
 
 
+NR_CLONE = syscall_table.NR["clone"]
+#: CLONE_NEWNS | CLONE_NEWUSER: the clones a trapped clone stops for
+CLONE_NS_FLAGS = 0x20000 | 0x10000000
+
 #: libseccomp's SCMP_FLTATR_CTL_OPTIMIZE: 2 builds a binary tree of numbers
 ATTR_OPTIMIZE = 8
 
@@ -48,8 +52,8 @@ ATTR_OPTIMIZE = 8
 def _cache_key(allowed: list[int], notify: bool) -> tuple[bytes, str | None]:
     """What decides a filter, and the file a copy of it is kept in (its
     name a checksum of the key; the file holds the key, checked on read)."""
-    key = repr(("umvu-filter-1", notify, allowed, DATA_TABLE, DATA_OTHER_ABI,
-                ATTR_OPTIMIZE)).encode() + b"\n"
+    key = repr(("umvu-filter-2", notify, allowed, DATA_TABLE, DATA_OTHER_ABI,
+                ATTR_OPTIMIZE, CLONE_NS_FLAGS)).encode() + b"\n"
     home = os.environ.get("XDG_CACHE_HOME") or os.path.join(
         os.path.expanduser("~"), ".cache")
     if not home.startswith("/"):
@@ -62,6 +66,8 @@ def build(trapped: frozenset[int], notify: bool = False) -> bytes:
     """BPF program (struct sock_filter array) trapping `trapped` numbers:
     to the tracer, or with `notify` to the listener."""
     allowed = sorted(c.nr for c in syscall_table.TABLE if c.nr not in trapped)
+    if NR_CLONE in trapped and not notify:
+        allowed.append(-NR_CLONE)       # allowed unless it makes a namespace
     key, path = _cache_key(allowed, notify)
     bpf = _cached(path, key)
     if bpf is not None:
@@ -114,7 +120,13 @@ def _compile(allowed: list[int], notify: bool) -> bytes:
     except OSError:
         pass                            # older libseccomp: a linear filter
     for nr in allowed:
-        flt.add_rule(pyseccomp.ALLOW, nr)
+        if nr == -NR_CLONE:
+            # a trapped clone stops only when it asks for a namespace: fork
+            # and threads stay free (clone3's flags are in memory: it stops)
+            flt.add_rule(pyseccomp.ALLOW, NR_CLONE,
+                         pyseccomp.Arg(0, pyseccomp.MASKED_EQ, CLONE_NS_FLAGS, 0))
+        elif nr >= 0:
+            flt.add_rule(pyseccomp.ALLOW, nr)
     with tempfile.TemporaryFile() as out:
         flt.export_bpf(out)
         out.seek(0)

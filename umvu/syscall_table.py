@@ -1,5 +1,5 @@
 """The declarative x86_64 syscall table: the single source for the seccomp
-filter (umvu.seccomp_filter), the C fast-path table (umvu.tracer) and the
+filter (umvu.seccomp_filter), the C fast-path rows (umvu.vfs.feeder) and the
 coverage page (docs/syscalls.md, written by `python -m umvu.syscall_table`).
 
 Each line: number, name, family, then key=value details.

@@ -42,10 +42,6 @@ EARLY_EXIT_TTL = 5.0        # seconds an exit of an unknown tid is kept
 #: returned by handler.on_syscall: the thread stays stopped; a worker will
 #: answer through Tracer.post()
 DEFER = object()
-#: fast-path row: the C core resumes the call by itself
-FAST_RESUME = ccore.RESUME
-#: per-thread flags the view gives the C core (set_thread_view)
-TF_PYTHON, TF_NOMAP = ccore.TF_PYTHON, ccore.TF_NOMAP
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -94,7 +90,7 @@ class TrappedCall:
     the caller's memory."""
 
     __slots__ = ("thread", "nr", "args", "ip", "data", "arch", "new_args",
-                 "exit_hook", "tracer")
+                 "exit_hook", "tracer", "answered_by")
 
     def __init__(self, tracer, thread: Thread, ev):
         self.tracer = tracer
@@ -105,6 +101,8 @@ class TrappedCall:
         self.arch = ev.arch
         self.new_args: dict[int, int] = {}
         self.exit_hook = None
+        #: for --trace (on_trace): who shaped the call, as the handler says
+        self.answered_by = "kernel"
 
     @property
     def tid(self) -> int:
@@ -152,7 +150,10 @@ class SyscallStop(TrappedCall):
     def __init__(self, tracer, thread: Thread, ev):
         super().__init__(tracer, thread, ev)
         self.sp = ev.sp
-        self.data = ev.ret_data
+        # from the registers (the ABI the call came in by), never from
+        # SECCOMP_RET_DATA: a tracee's own filter can return TRACE with
+        # any data it likes
+        self.data = seccomp_filter.data_of(ev.arch, ev.nr)
         self._scratch = ev.sp - 128     # below the red zone, grows down
 
     def scratch(self, data: bytes) -> int:
@@ -178,7 +179,9 @@ class SyscallStop(TrappedCall):
 
 
 class Tracer:
-    def __init__(self, handler):
+    def __init__(self, handler, lock=None, busy_workers=None):
+        """lock: the handler's, held while it runs (if it has workers);
+        busy_workers(): do they work now (the loop then wakes up to see)."""
         self.handler = handler
         self.threads: dict[int, Thread] = {}
         self.processes: dict[int, Process] = {}
@@ -210,10 +213,10 @@ class Tracer:
         self._event = ccore.new_event()
         self.on_trace = None                    # callable(stop, result) for --trace
         self.current_thread: Thread | None = None   # the one in on_syscall
-        self.lock = contextlib.nullcontext()      # the handler's, if it has workers
+        self.lock = lock if lock is not None else contextlib.nullcontext()
         self.completions: queue.SimpleQueue = queue.SimpleQueue()
         self.deferred = 0
-        self.busy_workers = lambda: False        # the handler's, if it has workers
+        self.busy_workers = busy_workers or (lambda: False)
         #: callable(process) run at an exec stop, before the new program's
         #: first instruction (umvu.vdso); while set, exec events reach Python
         self.exec_hook = None
@@ -260,25 +263,6 @@ class Tracer:
         self._fast_events = int(self.exec_hook is None and all(
             p.level == self.level for p in self.processes.values()))
         ccore.lib.umvu_set_fast_events(self._fast_events)
-
-    def set_fast_info(self, info: dict[int, ccore.FastRow]) -> None:
-        """What the C core may decide alone at a seccomp stop, per number."""
-        ccore.set_fast_rows(info)
-
-    def set_thread_view(self, tid: int, pid: int, flags: int, cwd: str, fds) -> None:
-        """What the C core must know of a thread to decide alone (TF_* flags,
-        cwd, the descriptors the view mirrors)."""
-        ccore.set_thread(tid, pid, flags, cwd, fds)
-
-    def proc_is_virtual(self) -> None:
-        """Some process's /proc/PID/{cwd,fd,exe} now differ from the kernel's:
-        the C core sends such paths to Python from now on."""
-        ccore.set_proc_virtual()
-
-    def set_mount_points(self, mounts: list[ccore.MountRow]) -> None:
-        """Paths below which the C core must ask Python, unless the host
-        directory given with one stands for it (a plain bind, or layers)."""
-        ccore.set_mounts(mounts)
 
     def _interrupt(self, proc: Process) -> None:
         for thread in proc.threads.values():

@@ -17,26 +17,33 @@ import contextlib
 import shutil
 import signal
 import stat
+import struct
 import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from . import control, procinfo, seccomp_filter, syscall_table
-from .lowerview import LowerView
+from . import abi32, control, creds, linux, procinfo, seccomp_filter, syscall_table
 from .module import (Call, Caller, Module, MountRequest, PathService, Service,
                      ServiceContext, WouldBlock)
-from .services import ServiceTable, path_under
-from .tracer import DEFER, FAST_RESUME, Tracer, signed
+from .servicetable import ServiceTable, path_under
+from .tracer import DEFER, Tracer, signed
 
 log = logging.getLogger("umvu")
 NR_MOUNT = syscall_table.NR["mount"]
 NR_UMOUNT2 = syscall_table.NR["umount2"]
 #: calls that change a process's credentials: a root hypervisor traps them
-#: so that it may remember whose rights its file work borrows (procinfo)
+#: so that it may remember whose rights its file work borrows (creds)
 CRED_CHANGERS = ("setuid", "setgid", "setreuid", "setregid", "setresuid",
                  "setresgid", "setfsuid", "setfsgid", "setgroups", "capset")
 CRED_NRS = frozenset(syscall_table.NR[n] for n in CRED_CHANGERS)
+#: calls that would let a process see past the mounts (a namespace of its
+#: own, an io_uring ring, the new mount API): refused while one exists
+GUARDED = ("unshare", "setns", "clone", "clone3", "io_uring_enter",
+           "io_uring_register", "open_tree", "open_tree_attr", "move_mount",
+           "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr")
+GUARDED_NRS = frozenset(syscall_table.NR[n] for n in GUARDED)
+NAMESPACE_FLAGS = linux.CLONE_NEWUSER | linux.CLONE_NEWNS
 #: control calls a module may handle: msocket, and vuctl tags the view
 #: does not know
 _CONTROL_HANDLERS = {"msocket": control.MSOCKET, "vuctl": control.VUCTL}
@@ -46,19 +53,17 @@ from .linux import MNT_DETACH, MNT_FORCE, UMOUNT_NOFOLLOW  # noqa: E402
 class View:
     def __init__(self, name: str = ""):
         self.name = name
-        self.tracer = Tracer(self)
+        self.lock = threading.Lock()
+        self._working = 0
+        self.tracer = Tracer(self, lock=self.lock,
+                             busy_workers=lambda: self._working > 0)
         self.modules: dict[str, Module] = {}     # load order
         self.permanent: set[str] = set()
         self.services = ServiceTable()
         self.handlers: dict[int, list] = {}      # nr -> [(module, method)], newest first
         self.debug_tags: set[str] = set()
-        self.answered_by = "kernel"              # for --trace
-        self.lock = threading.Lock()
-        self.tracer.lock = self.lock
         self._pool = None                        # worker threads, made on demand
         self.shutting_down = False
-        self._working = 0
-        self.tracer.busy_workers = lambda: self._working > 0
         self.env: dict = dict(os.environ)        # for processes the view starts
         self.child_signals: list = []
         self._tmpdir: str | None = None
@@ -71,8 +76,8 @@ class View:
         """Made at the first vu_insmod: a view that loads nothing needs no
         VFS (nor the start-up time of its imports)."""
         if self.vfs is None:
-            from .procmounts import ProcMounts
             from .vfs import Vfs
+            from .vfs.procfs import ProcMounts
             self.vfs = Vfs(self)
             self.services.add(ProcMounts(self))
 
@@ -115,8 +120,8 @@ class View:
 
     def resolve(self, proc, path: str, follow: bool = True) -> str:
         """Canonical path in the view of a path given by a process."""
-        st = self.vfs.state(proc)
-        res = self.vfs.walker.resolve(path, st.fs.cwd, st.fs.root, follow, proc.pid)
+        pfs = self.vfs.state(proc)
+        res = self.vfs.walker.resolve(path, pfs.fs.cwd, pfs.fs.root, follow, proc.pid)
         if res.error:
             raise OSError(res.error, os.strerror(res.error), path)
         return res.path
@@ -158,7 +163,7 @@ class View:
                 child.data[name] = module.fork_state(state, flags)
 
     def on_exec(self, proc) -> None:
-        procinfo.forget_creds(proc.pid)
+        creds.forget_creds(proc.pid)
         self.vfs.on_exec(proc)
         for name in list(proc.data):
             module = self.modules.get(name)
@@ -166,7 +171,11 @@ class View:
                 proc.data[name] = module.exec_state(proc.data[name])
 
     def on_exit(self, proc) -> None:
-        procinfo.forget_creds(proc.pid)
+        creds.forget_creds(proc.pid)
+        if self.vfs is not None:
+            # what it held is released: served files written back, devices
+            # no longer busy (a process that exits need not close)
+            self.vfs.on_exit(proc)
         proc.data.clear()
 
     def on_tightened(self) -> None:
@@ -247,19 +256,27 @@ class View:
             return
         deadline = time.monotonic() + timeout
         with self.unlocked():
-            while not proc.exited and time.monotonic() < deadline:
+            while not self._has_exited(proc) and time.monotonic() < deadline:
                 time.sleep(0.02)
+            if not self._has_exited(proc):
+                _kill(proc.pid)
+                self._has_exited(proc)
+
+    def _has_exited(self, proc) -> bool:
+        """From a worker: has the helper ended, as the view knows it? The C
+        core journals exits without waking Python; waking the tracer makes
+        it replay them (and so release what the helper held: a device it
+        had open must not look busy to the next umount)."""
         if not proc.exited:
-            log.error("helper %d did not end: killed", proc.pid)
-            os.kill(proc.pid, signal.SIGKILL)
+            self.tracer.call_soon(lambda: None).get()
+        return proc.exited
 
     def finish_helpers(self, timeout: float = 10.0) -> None:
         """After shutdown: let helpers end, then kill what is left."""
         deadline = time.monotonic() + timeout
         self.tracer.run(until=lambda: time.monotonic() > deadline)
         for proc in list(self.tracer.processes.values()):
-            log.error("helper %d did not end: killed", proc.pid)
-            os.kill(proc.pid, signal.SIGKILL)
+            _kill(proc.pid)
         self.tracer.run()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
@@ -292,18 +309,26 @@ class View:
             return self._defer(stop)
 
     def _dispatch(self, stop) -> int | None:
-        self.answered_by = "kernel"
+        stop.answered_by = "kernel"
         nr = stop.nr
         try:
             if nr < 0:
-                self.answered_by = "umvu"
+                stop.answered_by = "umvu"
                 return self._control(stop)
             if stop.data == seccomp_filter.DATA_OTHER_ABI:
+                if abi32.refused(nr, native=False) and self.guarding():
+                    stop.answered_by = "umvu"
+                    return -errno.ENOSYS
                 return None
+            if nr in GUARDED_NRS and self.guarding():
+                refusal = self._guard(stop)
+                if refusal is not None:
+                    stop.answered_by = "umvu"
+                    return refusal
             if nr in CRED_NRS:
-                procinfo.forget_creds(stop.process.pid)
+                creds.forget_creds(stop.process.pid)
                 stop.process.creds_changed = True   # the C core walks no more
-                self.vfs.sync(stop.process)
+                self.vfs.feeder.sync(stop.process)
             if nr == NR_MOUNT:
                 return self._mount(stop)
             if nr == NR_UMOUNT2:
@@ -315,18 +340,40 @@ class View:
             for module, method in self.handlers.get(nr, ()):
                 result = self._call_module(module, method, stop)
                 if result is not None:
-                    self.answered_by = module.name
+                    stop.answered_by = module.name
                     return result
             return None
         except OSError as exc:
             return -(exc.errno or errno.EIO)
         except WouldBlock:
             raise
-        except Exception:
+        except BaseException:   # module code: SystemExit too, never our end
             log.error("%s failed in %s (the call returns EIO):\n%s",
-                      self.answered_by, syscall_table.name_of(nr),
+                      stop.answered_by, syscall_table.name_of(nr),
                       traceback.format_exc().rstrip())
             return -errno.EIO
+
+    def guarding(self) -> bool:
+        """Is a file system mounted? Then the ways around the view are
+        closed (docs/security.md): the view would not see what they do."""
+        return bool(self.services.mount_points())
+
+    def _guard(self, stop) -> int | None:
+        """-EPERM (or -ENOSYS) for a call that would escape the mounts,
+        None to let it run."""
+        name = syscall_table.name_of(stop.nr)
+        if name in ("unshare", "clone"):
+            flags = stop.args[0]
+        elif name == "clone3":
+            try:
+                flags = struct.unpack("Q", stop.read(stop.args[0], 8))[0]
+            except OSError:
+                return None             # the kernel says EFAULT
+        elif name in ("io_uring_enter", "io_uring_register"):
+            return -errno.ENOSYS        # as io_uring_setup: requests would bypass it
+        else:
+            return -errno.EPERM         # setns, the new mount API
+        return -errno.EPERM if flags & NAMESPACE_FLAGS else None
 
     def _call_module(self, module: Module, method, stop):
         call = Call(syscall_table.name_of(stop.nr), stop, self, module)
@@ -336,7 +383,7 @@ class View:
             return -(exc.errno or errno.EIO)
         except WouldBlock:
             raise
-        except Exception:
+        except BaseException:   # SystemExit from module code too
             log.error("module %s failed in %s (the call returns EIO):\n%s",
                       module.name, call.name, traceback.format_exc().rstrip())
             return -errno.EIO
@@ -373,7 +420,7 @@ class View:
         except OSError as exc:
             log.debug("vu_insmod %s: %s", name, exc)
             return -(exc.errno or errno.EINVAL)
-        except Exception:
+        except BaseException:   # an import that calls sys.exit too
             log.error("module %s failed to load:\n%s", name,
                       traceback.format_exc().rstrip())
             return -errno.ENOEXEC
@@ -393,7 +440,7 @@ class View:
             return -errno.EBUSY
         try:
             module.fini()
-        except Exception:
+        except BaseException:
             log.error("module %s failed in fini:\n%s", name, traceback.format_exc())
         del self.modules[name]
         for nr in list(self.handlers):
@@ -418,29 +465,23 @@ class View:
             names.update(module.syscalls)
         if "path" in families:
             names.update(self.vfs.ALWAYS)
+            names.update(GUARDED)
         if families and os.geteuid() == 0:
             names.update(CRED_CHANGERS)
-            procinfo.watch_creds()
+            creds.watch_creds()
         self.tracer.set_trapped(seccomp_filter.trapped_numbers(families, names))
         self._update_fast("path" in families)
 
     def _update_fast(self, vfs_active: bool) -> None:
         """Tell the C core which trapped calls it may let through alone."""
-        info = {}
-        for nr in self.tracer.trapped | self.tracer.tightened:
-            if nr in self.handlers or nr in (NR_MOUNT, NR_UMOUNT2) or nr in CRED_NRS:
-                continue                    # a module or the mount table answers
-            if vfs_active and nr in self.vfs.handlers:
-                entry = self.vfs.fast_entry(nr)
-                if entry is not None:
-                    info[nr] = entry
-            else:
-                info[nr] = FAST_RESUME      # trapped by a filter, wanted by nobody
-        self.tracer.set_fast_info(info)
+        def taken(nr):              # a module, the mount table or a guard
+            return nr in self.handlers or nr in (NR_MOUNT, NR_UMOUNT2) or \
+                nr in CRED_NRS or nr in GUARDED_NRS
+        self.vfs.feeder.set_rows(self.tracer.trapped | self.tracer.tightened,
+                                 taken, vfs_active)
 
     def _mounts_changed(self) -> None:
-        self.tracer.set_mount_points(self.services.host_dirs())
-        self.vfs.sync_all()
+        self.vfs.feeder.mounts_changed()
 
     def _lsmod(self, stop, buf: int, size: int) -> int:
         text = "".join(f"{m.name}: {m.description}\n" for m in self.modules.values())
@@ -458,6 +499,12 @@ class View:
         if tag == control.VUCTL_SETNAME:
             self.name = os.fsdecode(stop.read_str(args[0], 65))[:64]
             return 0
+        if tag == control.VUCTL_DUMP:           # vuname --dump
+            from .viewstate import encode
+            data = encode(self, stop.process.pid)
+            if args[0]:
+                stop.write(args[0], data[:args[1]])
+            return len(data)
         if tag == control.VUCTL_GET_DEBUGTAGS:
             data = "".join(sorted(self.debug_tags)).encode() + b"\0"
             if args[0]:
@@ -494,20 +541,22 @@ class View:
             return -errno.ENODEV
         if module is None:
             return None         # the kernel decides (EPERM unless privileged)
-        self.answered_by = module.name
+        stop.answered_by = module.name
+        if not stop.args[1]:
+            return -errno.EFAULT        # as the kernel: no target, no mount
+        flags = _mount_flags(stop.args[3])
+        if flags is None:
+            return -errno.EINVAL
         target = self.resolve(stop.process, self._opt_str(stop, stop.args[1]))
         if self._own(target) and fstype.startswith(module.name):
             raise OSError(errno.EBUSY, "the hypervisor's own directory")
-        flags = stop.args[3] & 0xffffffff
         options = self._opt_str(stop, stop.args[4])
         request = MountRequest(source, target, fstype, flags, options,
                                Caller(stop.process.pid, stop.tid))
         try:
             service = module.mount(request)
         except OSError as exc:
-            # a module's own message (not just strerror) is for the user
-            if exc.strerror and exc.errno and exc.strerror != os.strerror(exc.errno):
-                log.error("%s", exc.strerror)
+            _log_message(exc)
             raise
         if service is None:
             return 0                # the module took note; nothing new to mount
@@ -527,6 +576,7 @@ class View:
         service.internal = internal
         self.services.add(service)
         if isinstance(service, PathService):
+            from .vfs.lower import LowerView     # imported with the VFS
             service.lower = LowerView(self.services, service.epoch)
             try:
                 service.attach()
@@ -550,10 +600,14 @@ class View:
         if service is None or service.module is None:
             return None
         flags = stop.args[1] & 0xffffffff
-        self.answered_by = service.module.name
+        stop.answered_by = service.module.name
         if not flags & (MNT_FORCE | MNT_DETACH) and self.vfs.in_use(service):
             return -errno.EBUSY
-        service.module.umount(service, flags)
+        try:
+            service.module.umount(service, flags)
+        except OSError as exc:
+            _log_message(exc)
+            raise
         self.services.remove(service)
         self._mounts_changed()
         return 0
@@ -577,15 +631,47 @@ class View:
                 continue
             try:
                 service.module.umount(service, MNT_DETACH)
-            except Exception:
+            except BaseException:
                 log.error("umount of %r failed:\n%s", service, traceback.format_exc())
             self.services.remove(service)
         for module in reversed(list(self.modules.values())):
             try:
                 module.fini()
-            except Exception:
+            except BaseException:
                 log.error("module %s failed in fini:\n%s", module.name,
                           traceback.format_exc())
+
+
+#: mount(2) flags the kernel knows (MS_RDONLY ... MS_LAZYTIME, MS_NOUSER)
+_MS_KNOWN = (1 << 26) - 1 | (1 << 31)
+_MS_KINDS = (linux.MS_REMOUNT, linux.MS_BIND, linux.MS_MOVE,
+             1 << 17 | 1 << 18 | 1 << 19 | 1 << 20)     # propagation
+_MS_MGC_MSK, _MS_MGC_VAL = 0xffff0000, 0xc0ed0000
+
+
+def _mount_flags(raw: int) -> int | None:
+    """mount(2)'s flags as the kernel checks them: the old magic number
+    dropped; None (EINVAL) for unknown bits or two kinds of mount at once."""
+    if raw & _MS_MGC_MSK == _MS_MGC_VAL:
+        raw &= ~_MS_MGC_MSK
+    if raw & ~_MS_KNOWN or sum(bool(raw & kind) for kind in _MS_KINDS) > 1:
+        return None
+    return raw
+
+
+def _log_message(exc: OSError) -> None:
+    """A module's own message (not just strerror) is for the user."""
+    if exc.strerror and exc.errno and exc.strerror != os.strerror(exc.errno):
+        log.error("%s", exc.strerror)
+
+
+def _kill(pid: int) -> None:
+    """SIGKILL a helper that would not end (it may just have ended)."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+        log.error("helper %d did not end: killed", pid)
+    except ProcessLookupError:
+        pass
 
 
 def _remove_orphaned_tmpdirs() -> None:

@@ -96,9 +96,9 @@ class Vudev(Module):
                 service.disk.keeper.current.pop(service.part_number, None)
             service.device.retire()
             return
-        if not flags & (MNT_FORCE | MNT_DETACH) and any(
-                p.busy() for p in service.partitions):
-            raise OSError(errno.EBUSY, "a partition is in use")
+        busy = [p.target for p in service.partitions if p.busy()]
+        if not flags & (MNT_FORCE | MNT_DETACH) and busy:
+            raise OSError(errno.EBUSY, f"vudev: {', '.join(busy)} in use")
         if service.keeper is not None:
             service.keeper.remove_all()
         service.device.retire()

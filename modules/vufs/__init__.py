@@ -13,7 +13,7 @@ import logging
 
 from umvu.module import NOBODY, Module, PathService
 
-from .layers import Layers
+from .layers import Layers, remove_leftovers
 from .store import META_SUFFIX, STORE
 from .options import parse
 
@@ -54,6 +54,12 @@ class VufsService(PathService):
             except OSError as exc:
                 raise OSError(exc.errno, f"vufs: {self.target}: {exc.strerror}")
         self.layers = Layers(self.lower, self.source, self.target, self.opts)
+        if self.opts.mode in ("cow", "mincow") and self.source.startswith("/"):
+            removed = remove_leftovers(self.lower.real(self.source))
+            if removed:
+                self.ctx.log.warning("vufs: %s: removed %d unfinished copies "
+                                     "(a hypervisor ended in a copy-up)",
+                                     self.source, removed)
 
     def host_dir(self):
         if self.opts.excepts or not self.source.startswith("/"):

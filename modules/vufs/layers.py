@@ -19,10 +19,15 @@ from umvu.module import linux
 from .store import Store
 
 STAT_CALLS = {"stat", "lstat", "newfstatat", "statx"}
+ACCESS_CALLS = {"access", "faccessat", "faccessat2"}
 OWNER_CALLS = {"chmod", "fchmodat", "fchmodat2", "chown", "lchown", "fchownat",
                "utime", "utimes", "futimesat", "utimensat"}
 DT = {stat.S_IFREG: 8, stat.S_IFDIR: 4, stat.S_IFLNK: 10, stat.S_IFCHR: 2,
       stat.S_IFBLK: 6, stat.S_IFIFO: 1, stat.S_IFSOCK: 12}
+
+
+#: the name of a copy-up in progress (renamed into place when complete)
+TEMP_PREFIX = ".vufs-"
 
 
 def writes(flags: int) -> bool:
@@ -104,6 +109,12 @@ class Layers:
         if where is None:
             return -errno.ENOENT
         path = self.top(rel) if where == "top" else self.bottom(rel)
+        if where == "bottom" and call.name in ACCESS_CALLS and \
+                call.mode & os.W_OK and self.mode in ("cow", "mincow"):
+            # writing a file of the lower layer copies it up, so it can be
+            # written (dpkg and apt check access(W_OK) before they write)
+            rest = call.mode & (os.R_OK | os.X_OK)
+            return 0 if os.access(self._host(path), rest or os.F_OK) else -errno.EACCES
         return call.redirect(path, meta=self._meta(call, rel))
 
     def op_open(self, call, rel, rel2):
@@ -117,9 +128,9 @@ class Layers:
             return self._create(call, rel)
         if flags & linux.O_CREAT and flags & linux.O_EXCL:
             return -errno.EEXIST
-        if writes(flags):
-            return self._modify(call, rel, truncate=0 if flags & linux.O_TRUNC else None)
         path = self.top(rel) if where == "top" else self.bottom(rel)
+        if writes(flags) and not self._is_special(path):
+            return self._modify(call, rel, truncate=0 if flags & linux.O_TRUNC else None)
         st = self._stat_follow(path)
         if st is not None and stat.S_ISDIR(st.st_mode):
             return call.redirect(path, listing=lambda: self.listing(rel))
@@ -127,6 +138,13 @@ class Layers:
         lower = where == "bottom" and self.mode in ("cow", "mincow")
         meta = self.store.stat_fields(rel)
         return call.redirect(path, meta=meta, trap_fd=lower or bool(meta))
+
+    def _is_special(self, path: str) -> bool:
+        """A FIFO, socket or device: writing to it changes no file, so an
+        open for writing reaches it where it is (no copy-up)."""
+        st = self._stat_follow(path)
+        return st is not None and (stat.S_ISFIFO(st.st_mode) or stat.S_ISCHR(st.st_mode)
+                                   or stat.S_ISBLK(st.st_mode) or stat.S_ISSOCK(st.st_mode))
 
     def _stat_follow(self, path):
         try:
@@ -449,14 +467,27 @@ class Layers:
             return
         elif stat.S_ISREG(st.st_mode):
             # a fresh name of our own (linux.O_EXCL): nothing planted is followed
-            fd, tmp = tempfile.mkstemp(prefix=".vufs-", dir=os.path.dirname(dst))
-            with open(src, "rb") as fin, os.fdopen(fd, "wb") as fout:
-                if truncate is None:
-                    shutil.copyfileobj(fin, fout, 1 << 20)
-                elif truncate:
-                    fout.write(fin.read(truncate))
-            shutil.copystat(src, tmp, follow_symlinks=False)
-            os.rename(tmp, dst)
+            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=os.path.dirname(dst))
+            try:
+                with os.fdopen(fd, "wb") as fout:
+                    # nothing to read (O_TRUNC, an empty file): the source
+                    # need not be readable (a root-only lock file under
+                    # a virtual root)
+                    if truncate != 0 and st.st_size:
+                        with open(src, "rb") as fin:
+                            if truncate is None:
+                                shutil.copyfileobj(fin, fout, 1 << 20)
+                            else:
+                                fout.write(fin.read(truncate))
+                shutil.copystat(src, tmp, follow_symlinks=False)
+                os.rename(tmp, dst)
+            except BaseException:
+                # ENOSPC, EACCES...: no half copy left behind in the store
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+                raise
         else:
             raise OSError(errno.EOPNOTSUPP, "cannot copy up", rel)
         if st.st_uid != os.geteuid() or st.st_gid != os.getegid():
@@ -475,6 +506,23 @@ class Layers:
             for name, _, _ in self.listing(rel):
                 if name not in (".", ".."):
                     self._copy_up_tree(f"{rel}/{name}")
+
+
+def remove_leftovers(top: str) -> int:
+    """Copies a hypervisor killed in the middle of a copy-up left in the top
+    layer (TEMP_PREFIX files): removed when the layer is mounted again."""
+    removed = 0
+    for dirpath, dirnames, filenames in os.walk(top):
+        if dirpath == top and ".-" in dirnames:
+            dirnames.remove(".-")
+        for name in filenames:
+            if name.startswith(TEMP_PREFIX):
+                try:
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
 
 
 def _dirname(rel: str) -> str:

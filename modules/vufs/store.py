@@ -10,10 +10,12 @@ SOURCE/.-/P + '\\x7f'   text, one key=value a line (type, mode in octal, uid,
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import shutil
 import stat
+import struct
 
 STORE = ".-"            # SOURCE/STORE: the bookkeeping directory
 META_SUFFIX = "\x7f"
@@ -22,56 +24,163 @@ TYPES = {"f": stat.S_IFREG, "d": stat.S_IFDIR, "c": stat.S_IFCHR,
          "l": stat.S_IFLNK}
 TYPE_LETTER = {v: k for k, v in TYPES.items()}
 
+SYS_OPENAT2 = 437
+RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_BENEATH = 2, 4, 8
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _beneath(dirfd: int, rel: str, flags: int) -> int:
+    """openat2(dirfd, rel) that stays below dirfd and follows no symlink
+    at any step: a link planted in the store (or the store replaced by
+    one) can never lead its work to the lower layer."""
+    how = struct.pack("QQQ", flags | os.O_CLOEXEC, 0,
+                      RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
+    fd = _libc.syscall(ctypes.c_long(SYS_OPENAT2), ctypes.c_int(dirfd),
+                       os.fsencode(rel), how, ctypes.c_size_t(len(how)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), rel)
+    return fd
+
 
 class Store:
+    """SOURCE/.-, reached only through a descriptor of it taken at mount
+    time and openat2 below it (no symlink followed, nothing outside)."""
+
     def __init__(self, root: str, writable: bool):
         self.root = root.rstrip("/") + "/" + STORE
         if writable:
-            os.makedirs(self.root, exist_ok=True)
+            try:
+                os.mkdir(self.root, 0o755)
+            except FileExistsError:
+                pass
+        try:
+            self.fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY |
+                              os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            self.fd = None              # read-only, never written: empty
+        except OSError as exc:
+            raise OSError(exc.errno, f"vufs: {self.root}: not a directory of "
+                          "the cow store (a symlink?)") from None
 
-    def _path(self, rel: str) -> str:
-        return self.root + rel
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    # ---- reaching names below the store ----------------------------------------
+    def _parent(self, rel: str, create: bool = False) -> tuple[int, str]:
+        """(descriptor of rel's parent directory in the store, last name);
+        the caller closes the descriptor. create: make missing parents."""
+        if self.fd is None:
+            raise FileNotFoundError(errno.ENOENT, "no cow store", rel)
+        parts = [p for p in rel.split("/") if p]
+        if not parts:
+            raise OSError(errno.EINVAL, "the store itself", rel)
+        fd = os.dup(self.fd)
+        try:
+            for part in parts[:-1]:
+                try:
+                    nxt = _beneath(fd, part, os.O_PATH | os.O_DIRECTORY)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    try:
+                        os.mkdir(part, 0o700, dir_fd=fd)
+                    except FileExistsError:
+                        pass
+                    nxt = _beneath(fd, part, os.O_PATH | os.O_DIRECTORY)
+                os.close(fd)
+                fd = nxt
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd, parts[-1]
+
+    def _lstat(self, rel: str) -> os.stat_result:
+        fd, name = self._parent(rel)
+        try:
+            return os.stat(name, dir_fd=fd, follow_symlinks=False)
+        finally:
+            os.close(fd)
 
     # ---- whiteouts ---------------------------------------------------------
     def deleted(self, rel: str) -> bool:
         """True when rel or one of its ancestors was deleted."""
+        if self.fd is None:
+            return False
         try:
-            return stat.S_ISREG(os.stat(self._path(rel)).st_mode)
+            fd = _beneath(self.fd, rel.lstrip("/") or ".", os.O_PATH)
         except NotADirectoryError:
-            return True
+            return True                 # an ancestor is a whiteout file
         except OSError:
             return False
+        try:
+            return stat.S_ISREG(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
 
     def whiteout(self, rel: str) -> None:
-        path = self._path(rel)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
+        fd, name = self._parent(rel, create=True)
+        try:
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    shutil.rmtree(name, dir_fd=fd)
+                elif not stat.S_ISREG(st.st_mode):
+                    os.unlink(name, dir_fd=fd)
+            except FileNotFoundError:
+                pass
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW |
+                             os.O_CLOEXEC, 0o644, dir_fd=fd))
+        finally:
+            os.close(fd)
         self.drop_meta(rel)
 
     def dewhiteout(self, rel: str) -> None:
-        path = self._path(rel)
         try:
-            if stat.S_ISREG(os.lstat(path).st_mode):
-                os.unlink(path)
+            fd, name = self._parent(rel)
         except OSError:
             return
-        parent = os.path.dirname(path)
-        while parent != self.root:
+        try:
+            if not stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                return
+            os.unlink(name, dir_fd=fd)
+        except OSError:
+            return
+        finally:
+            os.close(fd)
+        # the directories that only held it go too
+        parent = rel.rsplit("/", 1)[0]
+        while parent.strip("/"):
             try:
-                os.rmdir(parent)
+                pfd, name = self._parent(parent)
             except OSError:
                 break
-            parent = os.path.dirname(parent)
+            try:
+                os.rmdir(name, dir_fd=pfd)
+            except OSError:
+                break
+            finally:
+                os.close(pfd)
+            parent = parent.rsplit("/", 1)[0]
 
     # ---- metadata ------------------------------------------------------------
     def meta(self, rel: str) -> dict:
         try:
-            with open(self._path(rel) + META_SUFFIX) as f:
-                lines = f.read().split("\n")
+            fd, name = self._parent(rel)
         except OSError:
             return {}
+        try:
+            mfd = os.open(name + META_SUFFIX, os.O_RDONLY | os.O_NOFOLLOW |
+                          os.O_CLOEXEC, dir_fd=fd)
+        except OSError:
+            return {}
+        finally:
+            os.close(fd)
+        with os.fdopen(mfd) as f:
+            lines = f.read().split("\n")
         out = {}
         for line in lines:
             key, _, value = line.partition("=")
@@ -89,8 +198,6 @@ class Store:
     def set_meta(self, rel: str, **values) -> None:
         meta = self.meta(rel)
         meta.update(values)
-        path = self._path(rel) + META_SUFFIX
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         lines = []
         for key, value in meta.items():
             if key == "type":
@@ -101,33 +208,63 @@ class Store:
                 lines.append(f"rdev={os.major(value)},{os.minor(value)}")
             else:
                 lines.append(f"{key}={value}")
-        # written in place (hard links of a file share it), never through
-        # a symlink someone planted
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "w") as f:
+        fd, name = self._parent(rel, create=True)
+        try:
+            # written in place (hard links of a file share it)
+            mfd = os.open(name + META_SUFFIX, os.O_WRONLY | os.O_CREAT | os.O_TRUNC |
+                          os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=fd)
+        finally:
+            os.close(fd)
+        with os.fdopen(mfd, "w") as f:
             f.write("\n".join(lines) + "\n")
 
     def link_meta(self, old: str, new: str) -> None:
         """A hard link shares its file's metadata."""
         try:
-            os.makedirs(os.path.dirname(self._path(new)), mode=0o700, exist_ok=True)
-            os.link(self._path(old) + META_SUFFIX, self._path(new) + META_SUFFIX)
-        except FileNotFoundError:
-            pass
+            ofd, oname = self._parent(old)
+        except OSError:
+            return
+        try:
+            nfd, nname = self._parent(new, create=True)
+            try:
+                os.link(oname + META_SUFFIX, nname + META_SUFFIX, src_dir_fd=ofd,
+                        dst_dir_fd=nfd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            finally:
+                os.close(nfd)
+        finally:
+            os.close(ofd)
 
     def drop_meta(self, rel: str) -> None:
         try:
-            os.unlink(self._path(rel) + META_SUFFIX)
+            fd, name = self._parent(rel)
+        except OSError:
+            return
+        try:
+            os.unlink(name + META_SUFFIX, dir_fd=fd)
         except OSError:
             pass
+        finally:
+            os.close(fd)
 
     def rename_meta(self, old: str, new: str) -> None:
         try:
-            os.makedirs(os.path.dirname(self._path(new)), mode=0o700, exist_ok=True)
-            os.rename(self._path(old) + META_SUFFIX, self._path(new) + META_SUFFIX)
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
+            ofd, oname = self._parent(old)
+        except FileNotFoundError:
+            return
+        try:
+            nfd, nname = self._parent(new, create=True)
+            try:
+                os.rename(oname + META_SUFFIX, nname + META_SUFFIX,
+                          src_dir_fd=ofd, dst_dir_fd=nfd)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+            finally:
+                os.close(nfd)
+        finally:
+            os.close(ofd)
 
     def stat_fields(self, rel: str) -> dict | None:
         """The fields a stat call must show instead of the host's."""

@@ -22,7 +22,7 @@ import time
 from umvu.module import Caller, Module, MountRequest, PathService, Service, linux
 
 from . import programs, pyfs
-from .service import FuseService
+from .fusefs import FuseService
 
 log = logging.getLogger("umvu")
 DEFAULT_TIMEOUT = 30.0
@@ -139,6 +139,7 @@ class Vufuse(Module):
         readonly = bool(request.flags & linux.MS_RDONLY) or not ours.get("rw+")
         source, fstype, caller = request.source, request.fstype, request.caller
         if "pyfs" in ours:
+            self.ctx.may_wait()             # module code runs on a worker
             fs = pyfs.load(ours["pyfs"], source, [])
             return FuseService(self, request, pyfs.FusepyOperations(fs),
                                blocking=False, readonly=readonly)
@@ -166,6 +167,7 @@ class Vufuse(Module):
             rest.append("rw+")
         launch = self.launches[helper_mnt] = Launch()
         argv = programs.argv_for(name, program, source, helper_mnt, rest)
+        daemon = None
         try:
             daemon = self.ctx.start_helper(argv)
             with self.ctx.unlocked():
@@ -182,6 +184,14 @@ class Vufuse(Module):
             launch.conn.timeout = timeout
             with self.ctx.unlocked():
                 launch.conn.init()
+        except BaseException:
+            # a daemon that did not mount (or answer INIT) must not outlive
+            # the failed vumount: it would hold its image and the view
+            if launch.conn is not None:
+                launch.conn.close()
+            if daemon is not None and not daemon.exited:
+                self.ctx.stop_helper(daemon, 0)
+            raise
         finally:
             del self.launches[helper_mnt]
         return FuseService(self, request, self.WireOperations(launch.conn),

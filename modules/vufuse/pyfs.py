@@ -18,9 +18,15 @@ FIELDS = ("st_mode", "st_ino", "st_dev", "st_nlink", "st_uid", "st_gid",
 
 
 def load(spec: str, source: str, args: list[str]):
-    """Import package.module:Class (also from ~/.vu/modules) and build it."""
+    """Import package.module:Class (also from ~/.vu/modules) and build it.
+
+    Only a class that subclasses fusepy's Operations is taken:
+    `pyfs=os:system` must not run a shell command. Whatever module code
+    raises, SystemExit and KeyboardInterrupt included, becomes an error
+    of this mount, never the hypervisor's end."""
+    from fuse import Operations
     modname, _, clsname = spec.partition(":")
-    if not clsname:
+    if not clsname or not modname:
         raise OSError(errno.EINVAL, f"vufuse: pyfs={spec}: want module:Class")
     user_dir = os.path.join(os.path.expanduser("~"), ".vu", "modules")
     if user_dir not in sys.path:
@@ -28,11 +34,23 @@ def load(spec: str, source: str, args: list[str]):
     try:
         cls = getattr(importlib.import_module(modname), clsname)
     except (ImportError, AttributeError) as exc:
-        raise OSError(errno.ENOENT, f"vufuse: pyfs={spec}: {exc}")
+        raise OSError(errno.ENOENT, f"vufuse: pyfs={spec}: {exc}") from None
+    except BaseException as exc:        # the module raised while importing
+        raise OSError(errno.EINVAL, f"vufuse: pyfs={spec}: importing it "
+                      f"raised {type(exc).__name__}: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Operations)):
+        raise OSError(errno.EINVAL, f"vufuse: pyfs={spec}: not a subclass of "
+                      "fusepy's fuse.Operations")
     try:
-        return cls(source, *args)
-    except TypeError:
-        return cls(*args)
+        try:
+            return cls(source, *args)
+        except TypeError:
+            return cls(*args)
+    except OSError:
+        raise
+    except BaseException as exc:
+        raise OSError(errno.EINVAL, f"vufuse: pyfs={spec}: {clsname}() raised "
+                      f"{type(exc).__name__}: {exc}") from None
 
 
 def _stat(attrs: dict) -> os.stat_result:

@@ -54,6 +54,20 @@ class _Slot:
         self.nodeid = nodeid
 
 
+class _Parked:
+    """A quick request that timed out, kept for the same call tried again:
+    key is ((opcode, nodeid, uid, gid, pid), payload bytes)."""
+    __slots__ = ("owner", "key", "unique", "slot", "since")
+
+    def __init__(self, owner: int, key: tuple, unique: int, slot: _Slot):
+        self.owner, self.key, self.unique, self.slot = owner, key, unique, slot
+        self.since = time.monotonic()
+
+
+def _joined(parts) -> bytes:
+    return b"".join(bytes(p) for p in parts)
+
+
 class FuseConnection:
     """Our end of one FUSE session.
 
@@ -73,8 +87,12 @@ class FuseConnection:
                  on_notify: Optional[Callable[[int, bytes], None]] = None):
         self.sock = sock
         self.timeout = timeout
-        #: .timeout, per thread: wait this long only, then ETIMEDOUT quietly
+        #: .timeout, per thread: wait this long only, then ETIMEDOUT quietly;
+        #: .owner: whose call the request is for (its thread id), so that
+        #: the request stays with the daemon for that call's retry (park)
         self.quick = threading.local()
+        #: .owner, per thread: whose call the requests are for (its retry)
+        self.serving = threading.local()
         self.major: Optional[int] = None
         self.minor: Optional[int] = None
         self.daemon_minor: Optional[int] = None
@@ -92,6 +110,7 @@ class FuseConnection:
         self._lock = threading.Lock()
         self._pending: dict[int, _Slot] = {}
         self._abandoned: dict[int, tuple[int, int, float]] = {}
+        self._parked: dict[int, _Parked] = {}      # by owner
         self._uniques = itertools.count(2, 2)   # odd uniques are interrupts
         self._alive = True
         self._closing = False
@@ -174,13 +193,16 @@ class FuseConnection:
 
     def _late_reply(self, unique: int, error: int, body) -> None:
         """A reply nobody waits for any more (the request timed out), or
-        the answer to an INTERRUPT.  Undo what a successful late reply did
-        to the daemon's state: lookup counts and open handles."""
+        the answer to an INTERRUPT."""
         with self._lock:
             info = self._abandoned.pop(unique, None)
         if info is None or error != 0:
             return
-        opcode, nodeid, _t = info
+        self._undo(info[0], info[1], body)
+
+    def _undo(self, opcode: int, nodeid: int, body) -> None:
+        """Undo what a successful reply nobody used did to the daemon's
+        state: lookup counts and open handles."""
         try:
             if opcode in ENTRY_OPS and len(body) >= 8:
                 child = struct.unpack_from("<Q", body)[0]
@@ -259,9 +281,15 @@ class FuseConnection:
         quick = getattr(self.quick, "timeout", None)
         if quick is not None:           # a short try: no INTERRUPT after it
             return self._request(opcode, nodeid, payload, uid, gid, pid,
-                                 quick, False)
-        return self._request(opcode, nodeid, payload, uid, gid, pid,
-                             self.timeout if timeout is None else timeout,
+                                 quick, False, getattr(self.quick, "owner", None))
+        timeout = self.timeout if timeout is None else timeout
+        owner = getattr(self.serving, "owner", None)
+        if owner is not None and self._parked:
+            parked = self._claim(owner, (opcode, nodeid, uid, gid, pid), payload)
+            if parked is not None:      # asked already: wait for that reply
+                return self._reply(opcode, nodeid, parked.unique, parked.slot,
+                                   time.monotonic() + timeout, True)
+        return self._request(opcode, nodeid, payload, uid, gid, pid, timeout,
                              True)
 
     #: called now and then while a request waits: True when the process it
@@ -296,10 +324,18 @@ class FuseConnection:
         raise fuse_error(errno.EINTR)
 
     def _request(self, opcode, nodeid, payload, uid, gid, pid, timeout,
-                 interrupt) -> bytes:
+                 interrupt, owner=None) -> bytes:
+        """Send and wait. A request of a quick try (`owner` given) that
+        times out is not abandoned: the daemon still works on it, and the
+        same call tried again on a worker thread (by `owner`, the caller's
+        thread) takes its reply instead of asking again, as the kernel
+        never sends a request twice (a READ, say, moves a daemon's file
+        position: fusefat reads the wrong bytes when asked again)."""
         if not self._alive:
             raise fuse_error(errno.ENOTCONN)
         parts = self._parts(payload)
+        if owner is not None:
+            self._drop_parked(owner)    # a new call of the owner: no retry
         unique = next(self._uniques)
         hdr = pack_in_header(opcode, unique, nodeid,
                              sum(len(p) for p in parts), uid, gid, pid)
@@ -315,8 +351,20 @@ class FuseConnection:
             with self._lock:
                 self._pending.pop(unique, None)
             raise
+        park = None if owner is None else (owner, (uid, gid, pid), parts)
+        return self._reply(opcode, nodeid, unique, slot, deadline, interrupt, park)
+
+    def _reply(self, opcode, nodeid, unique, slot, deadline, interrupt,
+               park=None) -> bytes:
         if not self._wait_reply(slot, deadline):
+            if park is not None:
+                owner, ids, parts = park
+                park = _Parked(owner, ((opcode, nodeid, *ids), _joined(parts)),
+                               unique, slot)
             with self._lock:
+                if park is not None and unique in self._pending and self._alive:
+                    self._parked[park.owner] = park
+                    raise fuse_error(errno.ETIMEDOUT)
                 gone = self._pending.pop(unique, None) is not None
                 if gone and self._alive:
                     self._abandoned[unique] = (opcode, nodeid,
@@ -335,6 +383,46 @@ class FuseConnection:
         if slot.error:
             raise fuse_error(-slot.error)
         return slot.body
+
+    #: a parked request not taken by its call's retry within this time is
+    #: given up (the retry comes at once, unless the view is very busy)
+    PARK_SECONDS = 30.0
+
+    def _claim(self, owner: int, head: tuple, payload) -> Optional[_Parked]:
+        """The request `owner` parked, if it is this very one (the call
+        tried again); else None, and it stays parked for a later request
+        of the retry (a retry may ask other things first)."""
+        with self._lock:
+            parked = self._parked.get(owner)
+            if parked is None:
+                return None
+            stale = time.monotonic() - parked.since > self.PARK_SECONDS
+            if not stale and (parked.key[0] != head
+                              or parked.key[1] != _joined(self._parts(payload))):
+                return None
+            del self._parked[owner]
+        if stale:
+            self._give_up(parked)
+            return None
+        return parked
+
+    def _drop_parked(self, owner: int) -> None:
+        with self._lock:
+            parked = self._parked.pop(owner, None)
+        if parked is not None:
+            self._give_up(parked)
+
+    def _give_up(self, parked: _Parked) -> None:
+        """Nobody will take a parked request's reply: abandon it like a
+        timed-out request (or undo its reply if it came already)."""
+        opcode, nodeid = parked.key[0][:2]
+        with self._lock:
+            waiting = self._pending.pop(parked.unique, None) is not None
+            if waiting and self._alive:
+                self._abandoned[parked.unique] = (opcode, nodeid, time.monotonic())
+                self._prune_abandoned()
+        if not waiting and parked.slot.event.wait(1.0) and not parked.slot.error:
+            self._undo(opcode, nodeid, parked.slot.body)
 
     def _prune_abandoned(self) -> None:
         if len(self._abandoned) > 1024:

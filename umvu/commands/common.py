@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import sys
 
-from .. import control
+from .. import __version__, control
+
+EXIT_STATUS = """\
+exit status: 0 on success; 1 when the operation failed (one line
+`NAME: what went wrong` on stderr); 2 for a usage error."""
+
+
+class Parser(argparse.ArgumentParser):
+    """The parser of every helper: --help and --version, and a usage
+    error is one line, `NAME: what went wrong` (exit status 2)."""
+
+    def __init__(self, name: str, doc: str, epilog: str | None = EXIT_STATUS, **kw):
+        super().__init__(prog=name, description=doc.strip(), epilog=epilog,
+                         formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+        self.add_argument("--version", action="version",
+                          version=f"{name} (umvu) {__version__}")
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def prog() -> str:

@@ -1,15 +1,19 @@
 """vu_lsmod: list the modules loaded in the current view."""
 
-import argparse
 import ctypes
 import sys
 
 from .. import control
-from .common import prog, require_view
+from .common import Parser, require_view
+
+
+def build_parser() -> Parser:
+    p = Parser("vu_lsmod", __doc__)
+    return p
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog=prog(), description=__doc__)
+    p = build_parser()
     p.parse_args(argv)
     require_view()
     size = control.vucall(control.VU_LSMOD, None, 0)

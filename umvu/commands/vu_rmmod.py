@@ -1,16 +1,21 @@
 """vu_rmmod MODULE...: remove modules from the current view."""
 
 import os
-import argparse
 import sys
 
 from .. import control
-from .common import describe, prog, require_view
+from .common import Parser, describe, prog, require_view
+
+
+def build_parser() -> Parser:
+    p = Parser("vu_rmmod", __doc__)
+    p.add_argument("modules", nargs="+", metavar="MODULE",
+                   help="a loaded module (EBUSY while something is mounted)")
+    return p
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog=prog(), description=__doc__)
-    p.add_argument("modules", nargs="+", metavar="MODULE")
+    p = build_parser()
     args = p.parse_args(argv)
     require_view()
     status = 0

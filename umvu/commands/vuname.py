@@ -1,11 +1,10 @@
 """vuname [-snrvmoUVa] [NAME]: print view and system information, or name the view."""
 
-import argparse
 import os
 import sys
 
 from .. import control
-from .common import prog, require_view
+from .common import Parser, prog, require_view
 
 FIELDS = [("s", "kernel-name", "sysname"), ("n", "nodename", "nodename"),
           ("r", "kernel-release", "release"), ("v", "kernel-version", "version"),
@@ -13,13 +12,31 @@ FIELDS = [("s", "kernel-name", "sysname"), ("n", "nodename", "nodename"),
           ("U", "serverid", "serverid"), ("V", "viewname", "name")]
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog=prog(), description=__doc__)
-    for short, long, _ in FIELDS:
-        p.add_argument(f"-{short}", f"--{long}", action="store_true")
+def build_parser() -> Parser:
+    p = Parser("vuname", __doc__)
+    for short, long, key in FIELDS:
+        p.add_argument(f"-{short}", f"--{long}", action="store_true",
+                       help=f"print the {long.replace('-', ' ')}")
     p.add_argument("-a", "--all", action="store_true", help="all fields")
+    p.add_argument("--dump", action="store_true",
+                   help="print the view as a view file (umvu --view FILE "
+                        "builds it again)")
     p.add_argument("name", nargs="?", help="set the view name")
+    return p
+
+
+def main(argv=None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
+    if args.dump:
+        require_view()
+        from ..viewfile import dump_running
+        try:
+            sys.stdout.write(dump_running())
+        except OSError as exc:
+            print(f"{prog()}: --dump: {exc.strerror}", file=sys.stderr)
+            return 1
+        return 0
     if args.name is not None:
         require_view()
         try:

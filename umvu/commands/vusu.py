@@ -1,7 +1,6 @@
 """vusu [-c CMD] [-l|-] [-s SHELL] [-m|-p] [USER]: become USER (default root)
 inside a view where unrealuidgid is loaded. Outside a view it runs su."""
 
-import argparse
 import ctypes
 import errno
 import os
@@ -9,7 +8,7 @@ import pwd
 import sys
 
 from .. import control
-from .common import fail, prog
+from .common import Parser, fail
 
 KEEP_ON_LOGIN = ("TERM", "COLORTERM", "DISPLAY", "XAUTHORITY")
 
@@ -29,20 +28,30 @@ def login_defs_path(root: bool) -> str:
     return default
 
 
+def build_parser() -> Parser:
+    p = Parser("vusu", __doc__)
+    p.add_argument("-c", "--command", metavar="CMD",
+                   help="run CMD with the shell (-c) instead of an interactive shell")
+    p.add_argument("-l", "--login", action="store_true",
+                   help="a login shell: a clean environment, PATH from "
+                        "/etc/login.defs, the user's home as cwd (also: -)")
+    p.add_argument("-s", "--shell", metavar="SHELL",
+                   help="the shell to run (default: the user's)")
+    p.add_argument("-m", "-p", "--preserve-environment", action="store_true",
+                   dest="preserve", help="keep the environment as it is")
+    p.add_argument("rest", nargs="*", metavar="[-] [USER]",
+                   help="the user to become (default root)")
+    return p
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if control.get_info() is None:
+    p = build_parser()
+    if control.get_info() is None and not {"-h", "--help", "--version"} & set(argv):
         try:
             os.execvp("su", ["su"] + argv)
         except OSError as exc:
             fail(f"su: {exc.strerror}")
-    p = argparse.ArgumentParser(prog=prog(), description=__doc__)
-    p.add_argument("-c", "--command", metavar="CMD")
-    p.add_argument("-l", "--login", action="store_true")
-    p.add_argument("-s", "--shell", metavar="SHELL")
-    p.add_argument("-m", "-p", "--preserve-environment", action="store_true",
-                   dest="preserve")
-    p.add_argument("rest", nargs="*", metavar="[-] [USER]")
     args = p.parse_args(argv)
     rest = list(args.rest)
     if rest and rest[0] == "-":

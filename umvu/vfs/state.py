@@ -1,7 +1,8 @@
-"""Per-process file-system state the view keeps beside the kernel's: the
-virtual cwd and root, and a mirror of the descriptors opened through a
-service. Descriptors the kernel opened on its own are not mirrored: for
-them the kernel's answer is already the view's.
+"""The data model of the VFS: per-process file-system state the view keeps
+beside the kernel's (the virtual cwd and root, and a mirror of the
+descriptors opened through a service). Descriptors the kernel opened on its
+own are not mirrored: for them the kernel's answer is already the view's.
+The calls that keep the mirror up to date are in fdmirror.py.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .linux import CLONE_FILES, CLONE_FS
+from ..linux import CLONE_FILES, CLONE_FS
 
 
 @dataclass
@@ -39,16 +40,20 @@ class OpenFile:
     private: dict = field(default_factory=dict)
 
 
+def _nobody(open_file: OpenFile) -> None:
+    """No one to tell of a released open file."""
+
+
 class FdTable:
     """Shared by processes created with CLONE_FILES.
 
     Open files count their descriptors (in every table) so that a served
     file is released when its last descriptor goes, as the kernel releases
-    an open file description; `on_release` hears about it."""
+    an open file description; `on_release(open_file)` hears about it (the
+    tables copied from this one, by fork and exec, tell the same)."""
 
-    on_release = staticmethod(lambda open_file: None)
-
-    def __init__(self, fds: dict | None = None):
+    def __init__(self, fds: dict | None = None, on_release=None):
+        self.on_release = on_release or _nobody
         self.fds: dict[int, tuple[OpenFile, bool]] = {}
         for fd, (open_file, cloexec) in (fds or {}).items():
             self.add(fd, open_file, cloexec)
@@ -67,7 +72,7 @@ class FdTable:
         if entry is not None:
             entry[0].refs -= 1
             if entry[0].refs == 0:
-                FdTable.on_release(entry[0])
+                self.on_release(entry[0])
 
     def dup(self, old: int, new: int, cloexec: bool = False) -> None:
         entry = self.fds.get(old)
@@ -89,10 +94,11 @@ class FdTable:
         self.drop_range(0, 1 << 31)
 
     def after_exec(self) -> "FdTable":
-        return FdTable({fd: e for fd, e in self.fds.items() if not e[1]})
+        return FdTable({fd: e for fd, e in self.fds.items() if not e[1]},
+                       self.on_release)
 
     def copy(self) -> "FdTable":
-        return FdTable(dict(self.fds))
+        return FdTable(dict(self.fds), self.on_release)
 
     def __iter__(self):
         return iter(list(self.fds.items()))
@@ -109,12 +115,14 @@ class ProcFs:
         self.exe = exe
 
     @classmethod
-    def from_kernel(cls, pid: int) -> "ProcFs":
+    def from_kernel(cls, pid: int, on_release=None) -> "ProcFs":
+        """As the kernel has it now: its cwd, no descriptor mirrored yet
+        (on_release: see FdTable)."""
         try:
             cwd = os.readlink(f"/proc/{pid}/cwd")
         except OSError:
             cwd = "/"
-        return cls(FsState(cwd), FdTable())
+        return cls(FsState(cwd), FdTable(on_release=on_release))
 
     def fork(self, flags: int) -> "ProcFs":
         fs = self.fs if flags & CLONE_FS else self.fs.copy()

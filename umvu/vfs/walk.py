@@ -1,6 +1,6 @@
-"""Path resolution through the view: one component at a time, asking the
-service that owns each prefix (or the host kernel) whether it is a
-directory or a symlink, so that symlinks, ".." and mount points are seen
+"""The walker: path resolution through the view, one component at a time,
+asking the service that owns each prefix (or the host kernel) whether it is
+a directory or a symlink, so that symlinks, ".." and mount points are seen
 exactly as a process in the view sees them.
 """
 
@@ -12,7 +12,7 @@ import re
 import stat
 from dataclasses import dataclass
 
-from .module import Caller
+from ..module import Caller
 
 MAXSYMLINKS = 40
 PATH_MAX = 4096
@@ -82,7 +82,7 @@ class Walker:
             return Resolved(path, error=errno.ENAMETOOLONG, touched=True)
         if path == "":
             # as the kernel: AT_EMPTY_PATH (the dirfd itself) is the caller's
-            # to handle before walking (umvu/vfs.py does)
+            # to handle before walking (umvu/vfs/paths.py does)
             return Resolved(path, error=errno.ENOENT)
         trailing = path.endswith("/") and path.strip("/") != ""
         if path.startswith("/"):

@@ -9,9 +9,7 @@ from __future__ import annotations
 import errno
 import os
 
-from .module import Caller, PathCall, Redirect
-
-
+from ..module import Caller, PathCall, Redirect
 
 
 class LowerView:

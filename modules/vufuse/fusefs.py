@@ -10,7 +10,9 @@ import time
 
 from umvu.module import Caller, PathService, ServedFile, WouldBlock, linux
 
-#: requests the tracer's thread may try itself (asking twice does no harm)
+#: requests the tracer's thread may try itself: if the daemon is slow, the
+#: call is tried again on a worker, which waits for the same request's reply
+#: (session.FuseConnection parks it: a daemon is never asked twice)
 QUICK = {"getattr", "readlink", "read", "readdir", "statfs", "access"}
 QUICK_WAIT = 0.02
 WALK_CACHE_SECONDS = 1.0        # fuse2fs's entry timeout; the kernel's default
@@ -43,27 +45,40 @@ class FuseService(PathService):
         if not self.blocking:
             return func(*args, **kwargs)
         ctx = caller_ids()
+        owner = Caller.current().tid or None    # the calling thread
         try:
             self.may_wait()
         except WouldBlock:
             if method not in QUICK or self.conn is None:
                 raise
-            return self._quick(func, args, kwargs, ctx)
-        with self.ctx.unlocked():
-            return func(*args, ctx=ctx, **kwargs)
+            return self._quick(func, args, kwargs, ctx, owner)
+        if self.conn is None:
+            with self.ctx.unlocked():
+                return func(*args, ctx=ctx, **kwargs)
+        serving = self.conn.serving
+        outer, serving.owner = getattr(serving, "owner", None), owner
+        try:
+            with self.ctx.unlocked():
+                return func(*args, ctx=ctx, **kwargs)
+        finally:
+            serving.owner = outer
 
-    def _quick(self, func, args, kwargs, ctx):
+    def _quick(self, func, args, kwargs, ctx, owner):
         """On the tracer's thread: a daemon usually answers a lookup or a
         read within microseconds without needing the tracer, so ask and
-        wait a little; only if it is slow, move the call to a worker (the
-        request is one that may be asked twice)."""
+        wait a little; only if it is slow, move the call to a worker. The
+        request it timed out on stays with the daemon (and may need the
+        tracer, as a daemon reading a vudev device does): the call tried
+        again by the worker takes its reply instead of asking again."""
         self.conn.quick.timeout = QUICK_WAIT
+        self.conn.quick.owner = owner
         try:
             return func(*args, ctx=ctx, **kwargs)
         except TimeoutError:
             raise WouldBlock() from None
         finally:
             self.conn.quick.timeout = None
+            self.conn.quick.owner = None
 
     def rel(self, path: str) -> str:
         if self.target == "/":

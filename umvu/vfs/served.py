@@ -1,20 +1,26 @@
-"""Descriptor calls on served files: the process holds a placeholder (an
-unlinked empty file) and traps descriptor calls; every call on it is answered
-here from the service's ServedFile. Offsets live in the OpenFile, shared by
-dup'ed descriptors as the kernel shares file offsets."""
+"""Served files: a file whose data a module's ServedFile gives (no host
+file stands for it). The process holds a placeholder (an unlinked empty
+file, or an empty directory) and traps descriptor calls; every call on it is
+answered here from the service's ServedFile. Offsets live in the OpenFile,
+shared by dup'ed descriptors as the kernel shares file offsets. The file is
+released when its last descriptor goes."""
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import struct
 
-from . import structs
-from .module import Caller, PathCall
+from .. import creds
+from ..linux import (F_GETFL, F_SETFL, MAP_SHARED, O_ACCMODE, O_APPEND, O_CLOEXEC,
+                     O_DIRECTORY, O_NONBLOCK, O_RDWR, O_WRONLY, PROT_WRITE, SEEK_CUR,
+                     SEEK_DATA, SEEK_END, SEEK_HOLE, SEEK_SET)
+from ..module import Caller, PathCall
+from . import decode
+from .state import OpenFile
 
-from .linux import (F_GETFL, F_SETFL, MAP_SHARED, O_ACCMODE, O_APPEND, O_NONBLOCK,
-                    O_RDWR, O_WRONLY, PROT_WRITE, SEEK_CUR, SEEK_DATA, SEEK_END,
-                    SEEK_HOLE, SEEK_SET)
+log = logging.getLogger("umvu")
 MAX_IO = 1 << 24            # one call moves at most this much
 
 
@@ -32,12 +38,86 @@ class ServedCalls:
 
     def __init__(self, vfs):
         self.vfs = vfs
+        self._placeholders = 0
 
-    def handle(self, name: str, stop, st, entry):
+    def handle(self, name: str, stop, entry):
         method = getattr(self, "sys_" + name, None)
         if method is None:
             return None
         return method(stop, entry)
+
+    def fd_call(self, stop, sc, entry):
+        """A descriptor call on a served file: the answer, or None when the
+        kernel runs it on the placeholder."""
+        result = self.handle(sc.name, stop, entry)
+        if result is None and sc.name == "mmap":
+            ph = entry.private.get("ph_fd")
+            if ph is None and entry.private.get("write_back"):
+                entry.private["ph_fd"] = os.open(
+                    f"/proc/{stop.process.pid}/fd/{decode.signed32(stop.args[4])}",
+                    os.O_RDWR)
+        return result
+
+    # ---- open and release -----------------------------------------------------
+    def open(self, stop, pfs, name: str, vpath: str, answer, flags: int,
+             pidx: int, atidx: int | None):
+        """An open the service answered with a ServedFile: the kernel opens
+        a placeholder instead, and the mirror remembers whose it is."""
+        if name not in ("open", "openat", "creat", "openat2"):
+            return -errno.ENOTSUP
+        # the placeholder: an empty file, or an empty directory so that
+        # fchdir works natively
+        is_dir = getattr(answer.value, "is_dir", False)
+        self._placeholders += 1
+        ph = os.path.join(self.vfs.view.tmpdir, f"served-{self._placeholders}")
+        if is_dir:
+            os.mkdir(ph)
+        else:
+            open(ph, "wb").close()
+        give(ph, stop)
+        ph_flags = (O_DIRECTORY if is_dir else O_RDWR) | (flags & O_CLOEXEC)
+        self.vfs.paths.rewrite(stop, pidx, ph, atidx)
+        flag_at = {"open": 1, "openat": 2}.get(name)
+        if flag_at is not None:
+            stop.set_arg(flag_at, ph_flags)
+        elif name == "creat":
+            return -errno.ENOTSUP
+        else:                                       # openat2: struct open_how
+            stop.set_arg(2, stop.scratch(decode.OPEN_HOW.pack(ph_flags, 0, 0)))
+        open_file = OpenFile(vpath, answer.service, flags & ~O_CLOEXEC, ph,
+                             served=answer.value)
+        def opened(fd):
+            os.rmdir(ph) if is_dir else os.unlink(ph)
+            if fd < 0:
+                answer.value.release()
+                return None
+            pfs.files.add(fd, open_file, bool(flags & O_CLOEXEC))
+            self.vfs.fds.watch(stop, pfs, fd)
+            self.vfs.feeder.changed(pfs)
+            return None
+        stop.on_exit(opened)
+        return None
+
+    def released(self, entry: OpenFile) -> None:
+        """The last descriptor of an open file is gone (FdTable.on_release)."""
+        if entry.served is None:
+            return
+        ph = entry.private.get("ph_fd")
+
+        def release():
+            try:
+                if ph is not None:
+                    write_back(entry, f"/proc/self/fd/{ph}")
+                entry.served.release()
+            except Exception:
+                log.exception("release of %s failed", entry.path)
+            finally:
+                if ph is not None:
+                    os.close(ph)
+        if entry.service is not None and entry.service.blocking:
+            self.vfs.view.submit(release)       # it may wait for a daemon
+        else:
+            release()
 
     # ---- data ----------------------------------------------------------------
     def _read_into(self, stop, entry, buf: int, size: int, offset: int) -> int:
@@ -78,7 +158,7 @@ class ServedCalls:
         total, pos = 0, entry.pos if offset is None else offset
         if write and offset is None and entry.flags & O_APPEND:
             pos = entry.served.stat().st_size
-        for base, length in structs.read_iovec(stop, stop.args[1], stop.args[2]):
+        for base, length in decode.read_iovec(stop, stop.args[1], stop.args[2]):
             if not length:
                 continue
             io = self._write_from if write else self._read_into
@@ -141,16 +221,16 @@ class ServedCalls:
 
     # ---- attributes -------------------------------------------------------------
     def sys_fstat(self, stop, entry):
-        stop.write(stop.args[1], structs.pack_stat(entry.served.stat()))
+        stop.write(stop.args[1], decode.pack_stat(entry.served.stat()))
         return 0
 
     def fstatat_empty(self, stop, entry, name: str):
         """newfstatat/statx on the descriptor itself (AT_EMPTY_PATH)."""
         st = entry.served.stat()
         if name == "statx":
-            stop.write(stop.args[4], structs.pack_statx(st))
+            stop.write(stop.args[4], decode.pack_statx(st))
         else:
-            stop.write(stop.args[2], structs.pack_stat(st))
+            stop.write(stop.args[2], decode.pack_stat(st))
         return 0
 
     def sys_ftruncate(self, stop, entry):
@@ -206,7 +286,7 @@ class ServedCalls:
         info = self._ask(entry, PathCall("fstatfs", "stat", entry.path))
         if isinstance(info, int):
             return info
-        stop.write(stop.args[1], structs.pack_statfs(info.value))
+        stop.write(stop.args[1], decode.pack_statfs(info.value))
         return 0
 
     # ---- metadata through the descriptor: the service's path calls ------------
@@ -276,3 +356,12 @@ def materialize(file, path: str) -> None:
             out.write(chunk)
             offset += len(chunk)
     os.chmod(path, 0o700)
+
+
+def give(path: str, stop) -> None:
+    """A file of the view's own that the calling process opens itself (a
+    placeholder, an exec copy): in a root session, make it the caller's."""
+    if os.geteuid() == 0:
+        uid, gid = creds.fs_ids(stop.process.pid)
+        if (uid, gid) != (0, 0):
+            os.chown(path, uid, gid)

@@ -1,0 +1,116 @@
+"""The one feeder of the C core's state: what the fast path (csrc/fastpath.c)
+must know to decide a call without Python. Per syscall number, a row built
+from the syscall table (FastRow); per thread, its process, cwd, flags and
+the descriptors the view mirrors; the mount points and what may be walked
+below them in C; whether some process's /proc links are now the view's.
+All of it goes through umvu.ccore's setters (csrc/core.h); the tracer
+relays none of it."""
+
+from __future__ import annotations
+
+import os
+
+from .. import ccore, creds, syscall_table
+from ..servicetable import path_under
+from .state import ProcFs
+
+#: calls that must always reach Python: they change or report the state
+#: (close_range's descriptor argument starts a range: not one to check)
+SLOW = {"chdir", "fchdir", "chroot", "execve", "execveat", "getcwd",
+        "io_uring_setup", "bind", "connect", "close_range"}
+
+
+class CoreFeeder:
+    def __init__(self, vfs):
+        self.vfs = vfs
+
+    # ---- per thread -------------------------------------------------------------
+    def sync(self, proc) -> None:
+        """Tell the C core whether this process's calls could be virtual."""
+        pfs = self.vfs.known_state(proc)
+        if pfs is None:
+            return
+        flags = ccore.TF_PYTHON if pfs.fs.root != "/" else 0
+        if os.geteuid() == 0 and (getattr(proc, "creds_changed", False) or
+                                  not creds.has_my_rights(proc.pid)):
+            flags |= ccore.TF_NOMAP   # the C core's walk would lend it root's rights
+        if flags & ccore.TF_PYTHON or pfs.files.fds or pfs.exe or any(
+                path_under(pfs.fs.cwd, m) for m in self.vfs.services.mount_points()):
+            self.proc_virtual()         # its /proc/PID/{root,fd,exe,cwd}
+        fds = [fd for fd, _ in pfs.files]
+        for tid in proc.threads:
+            ccore.set_thread(tid, proc.pid, flags, pfs.fs.cwd, fds)
+
+    def changed(self, pfs: ProcFs) -> None:
+        """pfs's cwd, root or descriptors changed: re-sync all who share them."""
+        for proc in self.vfs.view.tracer.processes.values():
+            other = self.vfs.known_state(proc)
+            if other is not None and (other.fs is pfs.fs or other.files is pfs.files):
+                self.sync(proc)
+
+    def sync_all(self) -> None:
+        for proc in self.vfs.view.tracer.processes.values():
+            self.sync(proc)
+
+    @staticmethod
+    def proc_virtual() -> None:
+        """Some process's /proc/PID/{cwd,fd,exe} now differ from the kernel's:
+        the C core sends such paths to Python from now on."""
+        ccore.set_proc_virtual()
+
+    # ---- mounts --------------------------------------------------------------------
+    def mounts_changed(self) -> None:
+        """Paths below which the C core must ask Python, unless the host
+        directory given with one stands for it (a plain bind, or layers)."""
+        ccore.set_mounts(self.vfs.services.host_dirs())
+        self.sync_all()
+
+    # ---- per syscall number ----------------------------------------------------------
+    def set_rows(self, trapped, taken, vfs_active: bool) -> None:
+        """What the C core may decide alone at a seccomp stop, for each
+        trapped number: a path or descriptor row of the VFS's, or resume at
+        once (trapped by some filter, wanted by nobody). `taken(nr)`: the
+        view or a module answers it, so Python must see it."""
+        rows = {}
+        for nr in trapped:
+            if taken(nr):
+                continue
+            if vfs_active and nr in self.vfs.handlers:
+                row = fast_row(nr)
+                if row is not None:
+                    rows[nr] = row
+            else:
+                rows[nr] = ccore.RESUME
+        ccore.set_fast_rows(rows)
+
+
+def fast_row(nr: int) -> ccore.FastRow | None:
+    """The C fast-path row (FastRow) of a number the VFS handles, or None."""
+    sc = syscall_table.BY_NR[nr]
+    if sc.name in SLOW:
+        return None
+    if sc.family in ("fd", "fdmeta", "fdattr"):
+        fd = sc.fd if sc.fd is not None else -1
+        fd2 = sc.fd2 if sc.fd2 is not None else -1
+        return ccore.FastRow(ccore.FAST_FD, path=fd, path2=fd2)
+    if sc.family != "path":
+        return None
+    path, at = (sc.path, sc.at) if sc.path is not None else (sc.path2, sc.at2)
+    path2, at2 = (sc.path2, sc.at2) if sc.path is not None else (None, None)
+    follow, follow_arg = ccore.FOLLOW_ALWAYS, -1
+    if sc.nofollow == "always":
+        follow = ccore.FOLLOW_NEVER
+    elif sc.nofollow:
+        kind, _, arg = sc.nofollow.partition(":")
+        follow, follow_arg = (ccore.FOLLOW_AT if kind == "at" else ccore.FOLLOW_O), int(arg)
+    none = lambda v: -1 if v is None else v  # noqa: E731
+    # below a plain bind the C core may rewrite the path itself, but not
+    # of a call that opens a descriptor (the view mirrors those); below
+    # layers (cow) only of a stat-like one (the others may copy up)
+    op = sc.op
+    rewrite = 0 if path2 is not None or op in (None, "open") or \
+        sc.name == "openat2" else {"stat": 1, "modify": 2}.get(op, 3)
+    return ccore.FastRow(ccore.FAST_PATH, path=none(path), at=none(at),
+                         path2=none(path2), at2=none(at2), follow=follow,
+                         follow_arg=follow_arg, empty=none(sc.empty),
+                         rewrite=rewrite)
