@@ -7,7 +7,8 @@ PYTEST_ARGS ?=
 DEB_PACKAGES = python3-venv python3-dev gcc libc6-dev libffi-dev libseccomp2 libseccomp-dev \
 	e2fsprogs fuse2fs fusefat fuseiso squashfuse fuse-zip exfat-fuse \
 	dosfstools mtools fdisk squashfs-tools xorriso zip exfatprogs \
-	proot fakeroot xvfb xterm x11-utils util-linux procps tar qemu-user-static
+	proot fakeroot xvfb xterm x11-utils util-linux procps tar qemu-user-static \
+	libvdestack0 libvdeplug2 libvdeplug-slirp vdeplug busybox udhcpc iproute2
 
 .PHONY: run test bench deps venv clean check-cpython docs foreign
 

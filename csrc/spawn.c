@@ -66,6 +66,20 @@ static int recv_fd(int sock)
     return fd;
 }
 
+/* Close every descriptor but 0-2 and these two: the child is made
+ * dumpable (to be seized) before its exec, and a process of the view must
+ * not take the hypervisor's descriptors (its notification listeners)
+ * from it with pidfd_getfd meanwhile. */
+static void keep_only_stdio_and(int a, int b)
+{
+    int lo = a < b ? a : b, hi = a < b ? b : a;
+    if (lo > 3)
+        syscall(SYS_close_range, 3, lo - 1, 0);
+    if (hi > lo + 1)
+        syscall(SYS_close_range, lo + 1, hi - 1, 0);
+    syscall(SYS_close_range, hi + 1, ~0U, 0);
+}
+
 /* fork; the parent PTRACE_SEIZEs the child (when asked to); the child
  * installs the notifying filter, hands its listener to the parent, installs
  * the tracing filter (if any) and execs. Returns the child pid or -errno. */
@@ -99,9 +113,10 @@ int umvu_spawn(const char *path, char *const argv[], char *const envp[],
         /* the hypervisor is not dumpable (out of its tracees' reach); its
          * child must be seizable before the exec that would make it so
          * anyway: set before the listener is sent, i.e. before the seize */
-        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
         close(go[1]);
         close(sock[0]);
+        keep_only_stdio_and(go[0], sock[1]);
+        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
         for (int i = 0; i < nsigs; i++)
             signal(default_sigs[i], SIG_DFL);
         sigset_t none;

@@ -503,7 +503,6 @@ def test_fuse_daemon_spawns_unprivileged(run_umvu, area):
     assert res.returncode == 0, show(res)
 
 
-@pytest.mark.xfail(strict=True, reason=HELPER_CHILD_DUMPABLE)
 def test_helper_child_exposes_no_descriptor(run_umvu, bins, area):
     """Between its fork and its exec, a helper's child is a copy of the
     hypervisor: it must be as far out of reach (or hold nothing)."""
@@ -591,11 +590,6 @@ def test_int80_works_without_a_mount(run_umvu, bins, area):
     assert int(v["loaded"]) >= 0, show(res)
     assert int(v["unmounted"]) >= 0, show(res)
 
-@pytest.mark.xfail(strict=True, reason=(
-    "umvu/abi32.py: I386_REFUSED lacks bind (361) and socketcall (102), so a "
-    "32-bit bind of an AF_UNIX socket creates it in the lower directory of "
-    "a cow mount (the 64-bit bind lands in the cow directory); connect 362, "
-    "sendto 369, sendmsg 370 and sendmmsg 345 take socket paths too (untested)"))
 def test_int80_bind_refused_while_mounted(run_umvu, bins, area):
     cow, lower = mkdirs(area, "cow", "lower")
     res = vu(run_umvu, f"""

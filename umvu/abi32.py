@@ -21,8 +21,10 @@ I386_REFUSED = frozenset({
     # descriptors: dup/fcntl/fchdir/fchmod/fchown/fxattr/ioctl/sendfile/splice
     41, 54, 55, 63, 93, 94, 95, 133, 187, 194, 207, 221, 228, 237, 239, 313,
     330, 377,
+    # sockets named by path (AF_UNIX bind, connect, send*), and socketcall
+    102, 345, 361, 362, 369, 370,
     # ways around the view
-    120, 190, 310, 346, 425, 426, 427, 435,
+    120, 190, 310, 346, 425, 426, 427, 435, 467,
 })
 
 X32_BIT = 0x40000000

@@ -91,6 +91,36 @@ def _load():
     return _ffi, _lib
 
 
+def _map_ids(pid: int) -> None:
+    """The helper's uid and gid maps (ours, one to one), which libvdestack
+    fails to write when the hypervisor is not dumpable (umvu keeps itself
+    out of its tracees' reach): its /proc files then belong to root. The
+    hypervisor is dumpable only for these three writes. Without the maps
+    the stack still works, but ICMP datagram sockets cannot be allowed."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    PR_GET_DUMPABLE, PR_SET_DUMPABLE = 3, 4
+    try:
+        with open(f"/proc/{pid}/gid_map") as f:
+            if f.read().strip():
+                return              # libvdestack could write them
+    except OSError:
+        return
+    was = libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)
+    libc.prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)
+    try:
+        for name, text in (("uid_map", f"{os.geteuid()} {os.geteuid()} 1"),
+                           ("setgroups", "deny"),
+                           ("gid_map", f"{os.getegid()} {os.getegid()} 1")):
+            try:
+                with open(f"/proc/{pid}/{name}", "w") as f:
+                    f.write(text)
+            except OSError:
+                pass
+    finally:
+        libc.prctl(PR_SET_DUMPABLE, was, 0, 0, 0)
+
+
 def _tun_fds() -> set[int]:
     found = set()
     for name in os.listdir("/proc/self/fd"):
@@ -201,6 +231,7 @@ class VdeStack(StackService):
         self.pid = stack.pid
         self.cmdfd = stack.cmdpipe[0]
         self.pidfd = pidfd
+        _map_ids(self.pid)
 
     def _park(self) -> None:
         """The keeper waits for the helper to end, then cleans up."""
@@ -219,7 +250,7 @@ class VdeStack(StackService):
         group, whose sockets these are (a new namespace allows none)."""
         gid = os.getegid()
         script = (f"ip link set lo up; "
-                  f"echo {gid} {gid} > /proc/sys/net/ipv4/ping_group_range")
+                  f"/bin/echo {gid} {gid} > /proc/sys/net/ipv4/ping_group_range")
         status = self.command(["/bin/sh", "-c",
                                "PATH=/usr/sbin:/usr/bin:/sbin:/bin; " + script])
         if status != 0:
