@@ -115,13 +115,7 @@ class Vumisc(Module):
         if t is None:
             return KERNEL
         self._timespec_in(call, t, 0)
-        rem = call.args[1]
-        if rem:
-            def hook(result):
-                if result == -EINTR:
-                    sec, nsec = struct.unpack("qq", call.read(rem, 16))
-                    call.write(rem, struct.pack("qq", *divmod(t._scale(sec * NS + nsec), NS)))
-            call.on_exit(hook)
+        self._remainder_out(call, t, call.args[1])
         return KERNEL
 
     @syscall("clock_nanosleep")
@@ -141,14 +135,21 @@ class Vumisc(Module):
             call.set_arg(2, call.scratch(struct.pack("qq", *divmod(max(real, 0), NS))))
             return KERNEL
         self._timespec_in(call, t, 2)
-        rem = call.args[3]
-        if rem:
-            def hook(result):
-                if result == -EINTR:
-                    sec, nsec = struct.unpack("qq", call.read(rem, 16))
-                    call.write(rem, struct.pack("qq", *divmod(t._scale(sec * NS + nsec), NS)))
-            call.on_exit(hook)
+        self._remainder_out(call, t, call.args[3])
         return KERNEL
+
+    @staticmethod
+    def _remainder_out(call, t, rem: int) -> None:
+        """A sleep broken off by a signal: its remaining time, in the
+        view's time."""
+        if not rem:
+            return
+
+        def hook(result):
+            if result == -EINTR:
+                sec, nsec = struct.unpack("qq", call.read(rem, 16))
+                call.write(rem, struct.pack("qq", *divmod(t._scale(sec * NS + nsec), NS)))
+        call.on_exit(hook)
 
     @syscall("alarm")
     def alarm(self, call):
