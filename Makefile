@@ -37,7 +37,15 @@ $(FOREIGN):
 	chmod 755 $@.tmp && mv $@.tmp $@
 	rm -rf build/foreign/lists build/foreign/*.deb
 
+# the peer: upstream proot 5.4 with seccomp acceleration, built once into
+# build/proot-build (bench/run.py takes it by default); without the
+# source, or if the build fails, the bench runs with proot from PATH
+PROOT_BUILD = build/proot-build/src/proot
+PEERS = ../shared/peers
 bench: venv
+	@test -x $(PROOT_BUILD) || ! test -x $(PEERS)/build-proot.sh || \
+		$(PEERS)/build-proot.sh $(abspath build/proot-build) >/dev/null || \
+		echo "warning: proot 5.4 not built; the bench uses proot from PATH"
 	$(VENV)/bin/python bench/run.py $(if $(PROOT),--proot $(PROOT))
 
 docs: venv
@@ -65,6 +73,7 @@ deps:
 # shells) every umvu start-up would compile the package again
 venv: deps $(VENV)/.installed
 	@$(VENV)/bin/python -m compileall -q umvu modules
+	@$(VENV)/bin/python -m umvu.launcher $(VENV)/bin >/dev/null
 
 $(VENV)/.installed: pyproject.toml setup.py csrc/*.c csrc/*.h csrc/build_core.py
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)

@@ -285,6 +285,17 @@ def _median(xs):
     return statistics.median(xs) if xs else None
 
 
+def _ratio_spread(ts, refs):
+    """Half the min-max spread of the per-repetition ratios (the runs are
+    interleaved: repetition i of a variant and of its reference ran side by
+    side), as a fraction of their median; None without two pairs."""
+    ratios = [t / r for t, r in zip(ts, refs) if t and r]
+    if len(ratios) < 2:
+        return None
+    med = statistics.median(ratios)
+    return (max(ratios) - min(ratios)) / 2 / med if med else None
+
+
 def summarize(workloads, variants, times, walls):
     """medians and ratios: {workload: {variant: {...}}}. `ratio_native` is
     to the workload's reference (native; the kernel's ext4 for vufuse)."""
@@ -306,11 +317,15 @@ def summarize(workloads, variants, times, walls):
             m, wm = cell["median"], cell["wall_median"]
             cell["reference"] = ref
             cell["ratio_native"] = m / refm if m and refm else None
+            cell["ratio_native_spread"] = _ratio_spread(
+                times[w.name][vname], times[w.name].get(ref, []))
             cell["wall_ratio_native"] = wm / refw if wm and refw else None
             peer = byname[vname].peer
             pm = row.get(peer, {}).get("median") if peer else None
             cell["peer"] = peer if peer in row else None
             cell["ratio_peer"] = m / pm if m and pm else None
+            cell["ratio_peer_spread"] = _ratio_spread(
+                times[w.name][vname], times[w.name].get(peer, [])) if peer else None
             if w.bytes:
                 cell["MiBps"] = w.bytes / MiB / m if m else None
                 cell["throughput_ratio"] = refm / m if m and refm else None
@@ -395,6 +410,14 @@ def fmt_r(x):
     return f"{x:.2f}x" if x < 100 else f"{x:.0f}x"
 
 
+def fmt_rs(cell, key):
+    """A ratio with its spread: "0.45x ±12%"."""
+    if not cell or cell.get(key) is None:
+        return "-"
+    spread = cell.get(key + "_spread")
+    return fmt_r(cell[key]) + (f" ±{spread * 100:.0f}%" if spread is not None else "")
+
+
 def fmt_n(x, digits=0):
     return "-" if x is None else f"{x:.{digits}f}"
 
@@ -434,8 +457,8 @@ def report(workloads, variants, table, gm, mem, meta, out=sys.stdout):
                     "spread)", ["workload"] + [v.name for v in vs], rows, out)
         g = gm["main"]["variants"]
         rel = [v for v in vs if v.kind != "native"]
-        rows = [[w.name] + [fmt_r(get(w, v, "ratio_native")) for v in rel]
-                for w in main]
+        rows = [[w.name] + [fmt_rs(table[w.name].get(v.name), "ratio_native")
+                            for v in rel] for w in main]
         rows.append(["geomean*"] + [fmt_r(g.get(v.name, {}).get("ratio_native"))
                                     for v in rel])
         rows.append(["(whole)**"] + [fmt_r(g.get(v.name, {}).get(
@@ -444,8 +467,8 @@ def report(workloads, variants, table, gm, mem, meta, out=sys.stdout):
                     ["workload"] + [v.name for v in rel], rows, out)
         peered = [v for v in vs if v.peer and any(get(w, v, "peer") for w in main)]
         if peered:
-            rows = [[w.name] + [fmt_r(get(w, v, "ratio_peer")) for v in peered]
-                    for w in main]
+            rows = [[w.name] + [fmt_rs(table[w.name].get(v.name), "ratio_peer")
+                                for v in peered] for w in main]
             rows.append(["geomean*"] + [fmt_r(g.get(v.name, {}).get("ratio_peer"))
                                         for v in peered])
             print_table("Ratio to its proot peer (below 1: faster than proot)",
@@ -485,8 +508,11 @@ def report(workloads, variants, table, gm, mem, meta, out=sys.stdout):
     vf = [w for w in workloads if w.group == "vufuse"]
     if vf:
         vs = _ran(vf, variants, table)
-        print("\nvufuse: an ext4 image, mounted afresh for every run (outside "
-              "the timer; the image file itself in the page cache)", file=out)
+        print("\nvufuse: an ext4 image (squashfs-ls: a squashfs image), mounted "
+              "afresh for every run (outside the timer; the image file itself "
+              "in the page cache); kernel-ext4 is the kernel's own file system "
+              "(squashfs for squashfs-ls), kernel-fuse the same FUSE program "
+              "(fuse2fs, squashfuse) through the kernel's FUSE", file=out)
         for w in vf:
             print(f"  {w.name:<12} {w.title}", file=out)
         rows = [[w.name] + [fmt_s(table[w.name].get(v.name)) for v in vs]
@@ -498,8 +524,10 @@ def report(workloads, variants, table, gm, mem, meta, out=sys.stdout):
         rel = [v for v in vs if v.name != ref]
         peered = [v for v in rel if v.peer and any(get(w, v, "peer") for w in vf)]
         g = gm["vufuse"]["variants"]
-        rows = [[w.name] + [fmt_r(get(w, v, "ratio_native")) for v in rel]
-                + [fmt_r(get(w, v, "ratio_peer")) for v in peered] for w in vf]
+        rows = [[w.name] + [fmt_rs(table[w.name].get(v.name), "ratio_native")
+                            for v in rel]
+                + [fmt_rs(table[w.name].get(v.name), "ratio_peer") for v in peered]
+                for w in vf]
         rows.append(["geomean"] + [fmt_r(g.get(v.name, {}).get("ratio_native"))
                                    for v in rel]
                     + [fmt_r(g.get(v.name, {}).get("ratio_peer")) for v in peered])
@@ -732,7 +760,9 @@ def parse_args(argv=None):
                     "medians.", epilog="workloads: " + " ".join(WORKLOADS)
         + " rss; variants: " + " ".join(v.name for v in VARIANTS))
     p.add_argument("--proot", metavar="PATH", help="proot binary (default: "
-                   "proot on PATH; without one the proot variants are skipped)")
+                   "upstream proot 5.4 in build/proot-build or /tmp/proot-build "
+                   "when built there (`make bench` builds it), else proot on "
+                   "PATH; without one the proot variants are skipped)")
     p.add_argument("--umvu", metavar="PATH", help="umvu launcher (default: "
                    "the one next to this Python)")
     p.add_argument("--runs", type=int, metavar="N", help="timed runs per "

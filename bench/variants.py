@@ -69,7 +69,7 @@ class Tools:
             raise SystemExit("bench: umvu not found (run `make venv`)")
         umvu = os.path.abspath(umvu)
         if proot is None:
-            proot = shutil.which("proot")
+            proot = default_proot()
         elif not os.access(proot, os.X_OK):
             raise SystemExit(f"bench: {proot}: not an executable")
         return cls(umvu=umvu, bin=os.path.dirname(umvu), proot=proot)
@@ -77,9 +77,26 @@ class Tools:
 
 TOOLS = Tools()
 
+#: upstream proot 5.4 with seccomp acceleration (`make bench` builds it
+#: with ../shared/peers/build-proot.sh): the peer that matters; Debian's
+#: proot 5.1 runs without seccomp here (every syscall stops)
+PROOT_BUILDS = (os.path.join(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))), "build", "proot-build", "src", "proot"),
+    "/tmp/proot-build/src/proot")
+
+
+def default_proot() -> Optional[str]:
+    for path in PROOT_BUILDS:
+        if os.access(path, os.X_OK):
+            return path
+    return shutil.which("proot")
+
 #: parameters a workload does not set
 DEFAULT_PARAMS = {"data_dir": "/usr", "cow_dir": "{tmp}/cow",
-                  "image": "{tmp}/vufuse/ext4.img", "mnt": "{tmp}/vufuse/mnt"}
+                  "image": "{tmp}/vufuse/ext4.img", "mnt": "{tmp}/vufuse/mnt",
+                  # the vufuse section's file system: the kernel's own type,
+                  # the FUSE program, vumount's type
+                  "ktype": "ext4", "fuseprog": "fuse2fs", "vutype": "ext2"}
 
 
 def params_for(params: Optional[dict]) -> dict:
@@ -162,10 +179,12 @@ def _need_proot() -> Optional[str]:
 
 # ------------------------------------------------ root-only kernel peers
 
-def _need_root(*programs: str) -> Callable[[], Optional[str]]:
+def _need_root(*programs: str, fuse: bool = False) -> Callable[[], Optional[str]]:
     def check() -> Optional[str]:
         if os.geteuid() != 0:
             return "needs root (a real mount)"
+        if fuse and not os.access("/dev/fuse", os.R_OK | os.W_OK):
+            return "/dev/fuse not usable"
         for prog in programs:
             if not shutil.which(prog):
                 return f"{prog} not found"
@@ -207,7 +226,7 @@ def _kernel_fuse_up(params: dict) -> None:
     if _mounted(params["mnt"]):
         raise SetupError(f"{params['mnt']} is already a mount point")
     # fuse2fs daemonizes once the mount is in place
-    _run(["fuse2fs", "-o", "ro", params["image"], params["mnt"]])
+    _run([params["fuseprog"], "-o", "ro", params["image"], params["mnt"]])
     if not _mounted(params["mnt"]):
         raise SetupError("fuse2fs returned but nothing is mounted on "
                          f"{params['mnt']}")
@@ -220,7 +239,8 @@ def _kernel_fuse_down(params: dict) -> None:
 def _loop_up(params: dict) -> None:
     if _mounted(params["mnt"]):
         raise SetupError(f"{params['mnt']} is already a mount point")
-    _run(["mount", "-t", "ext4", "-o", "loop,ro", params["image"], params["mnt"]])
+    _run(["mount", "-t", params["ktype"], "-o", "loop,ro", params["image"],
+          params["mnt"]])
 
 
 def _loop_down(params: dict) -> None:
@@ -254,6 +274,16 @@ VARIANTS = [
             umvu("{bin}/vu_insmod vufs && "
                  "{bin}/vumount -t vufs {data_dir} {data_dir}"),
             kind="umvu", peer="proot-bind-usr"),
+    # copy-on-write over all of /usr: every exec and library load of the
+    # workloads is below the mount (an `apt-get install` in a cow over /);
+    # the peer binds all of /usr onto itself
+    Variant("umvu-vufs-cow-usr",
+            umvu("mkdir -p {tmp}/cow-usr && {bin}/vu_insmod vufs && "
+                 "{bin}/vumount -t vufs -o cow {tmp}/cow-usr /usr"),
+            kind="umvu", peer="proot-bind-allusr", groups=frozenset({"main"}),
+            note="cow over all of /usr, compared with proot -b /usr:/usr"),
+    Variant("proot-bind-allusr", proot("-b", "/usr:/usr"), kind="proot",
+            needs=_need_proot, groups=frozenset({"main"})),
     # vufs copy-on-write over the directory the workloads read; proot has
     # no copy-on-write: its nearest peer is the bind mount in use
     Variant("umvu-vufs-cow",
@@ -268,12 +298,12 @@ VARIANTS = [
             setup=_loop_up, teardown=_loop_down),
     # fuse2fs through the kernel's FUSE (a real mount, as root)
     Variant("kernel-fuse", native, kind="kernel", groups=VUFUSE,
-            needs=_need_root("fuse2fs", "fusermount"),
+            needs=_need_root("fuse2fs", "squashfuse", "fusermount", fuse=True),
             setup=_kernel_fuse_up, teardown=_kernel_fuse_down),
     # fuse2fs as a helper of the view: no kernel FUSE, no root
     Variant("umvu-vufuse",
             umvu("{bin}/vu_insmod vufuse && "
-                 "{bin}/vumount -t vufuseext2 {image} {mnt}"),
+                 "{bin}/vumount -t vufuse{vutype} {image} {mnt}"),
             kind="umvu", peer="kernel-fuse", groups=VUFUSE,
             # fuse2fs runs as a helper of the hypervisor, with umvu's own
             # stdout (not vumount's), and says so when it exits

@@ -270,14 +270,45 @@ def vufuse_tar(ctx: Context) -> Workload:
         reference=VUFUSE_REFERENCE)
 
 
+def squashfs_ls(ctx: Context) -> Workload:
+    """`ls -laR` of a squashfs image of 10k entries (500 directories of 19
+    files): umvu's vufuse with squashfuse, against squashfuse through the
+    kernel's FUSE and the kernel's own squashfs."""
+    n = 2000 if ctx.quick else 10000
+    base = ctx.tmp / "squashfs"
+    src = base / "src"
+    per_dir = 20                    # the directory itself and 19 files
+    for i in range(n // per_dir):
+        sub = src / f"d{i:03d}"
+        sub.mkdir(parents=True)
+        for j in range(per_dir - 1):
+            (sub / f"f{j:02d}").write_bytes(b"x" * ((i * 31 + j * 7) % 3000))
+    image = base / "fs.squashfs"
+    subprocess.run(["mksquashfs", str(src), str(image), "-quiet", "-no-progress"],
+                   check=True, stdout=subprocess.DEVNULL)
+    mnt = base / "mnt"
+    mnt.mkdir()
+    m = str(mnt)
+    return Workload(
+        "squashfs-ls", f"squashfs image: ls -lAR of {n} entries",
+        # -A, not -a: squashfuse lists no "." and "..", and the kernel's FUSE
+        # adds none (vufuse adds them, as the kernel's squashfs has them)
+        cmd=f"ls -lAR {m} | wc -l", check=f"find {m} | sort | md5sum",
+        group="vufuse", reference=VUFUSE_REFERENCE,
+        params={"image": str(image), "mnt": m, "ktype": "squashfs",
+                "fuseprog": "squashfuse", "vutype": "squashfs"})
+
+
 #: name -> builder, in run order; --only picks by name
 WORKLOADS: dict[str, Callable[[Context], Workload]] = {
     "find": find_so, "tar": tar_include, "python": python_import,
     "exec": exec_loop, "statread": stat_read, "gcc": gcc_units,
     "git": git_status, "seqread": seq_read, "startup": startup,
     "vufuse-read": vufuse_read, "vufuse-tar": vufuse_tar,
+    "squashfs-ls": squashfs_ls,
 }
 
 #: the groups of the workloads not in "main" (known before they are built)
 WORKLOAD_GROUPS = {"seqread": "seqread", "startup": "startup",
-                   "vufuse-read": "vufuse", "vufuse-tar": "vufuse"}
+                   "vufuse-read": "vufuse", "vufuse-tar": "vufuse",
+                   "squashfs-ls": "vufuse"}

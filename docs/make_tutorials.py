@@ -152,10 +152,11 @@ TUTORIALS = [
              "id -un",
              "umvu --root --cow / -- sh -c 'id -un; dpkg -i hello.deb >/dev/null && hello-umvu && ls -l /usr/bin/hello-umvu | cut -d\" \" -f1,3,4'",
              "ls /usr/bin/hello-umvu"),
-        "chown and chmod by the virtual root are recorded in the store; "
-        "files the view creates show the user's own ids until chown'ed.",
+        "chown and chmod by the virtual root are recorded in the store, and "
+        "files it creates are root's (with `--cow DIR:STORE` the records stay "
+        "for the next session, as `fakeroot -s`/`-i`).",
         View("id -u", "touch /etc/x && stat -c %U /etc/x",
-             "chown root:root /etc/x && stat -c %U /etc/x", flags="--root --cow /etc"),
+             "chown nobody /etc/x && stat -c %U /etc/x", flags="--root --cow /etc"),
         "X programs run in a view as well: `umvu --root --hostname box xterm` "
         "(taken under Xvfb by docs/make_screenshot.py):\n\n"
         "![umvu xterm](../images/umvu-xterm.png)",

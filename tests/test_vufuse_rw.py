@@ -416,3 +416,47 @@ def test_concurrent_writers(vu, area):
     assert [root[f"par{i}"][2] for i in range(1, 6)] == [1500000] * 5, root
     ok, report = e2fsck_ok(img)
     assert ok, report
+
+
+# ---------------------------------------------------------------------------
+# symlinks named without being followed (issue 13, item 11)
+
+SYMLINK_NOFOLLOW = r'''
+import ctypes, os, stat, sys
+libc = ctypes.CDLL(None, use_errno=True)
+link = sys.argv[1]
+fd = os.open(link, os.O_PATH | os.O_NOFOLLOW)
+print("opath", "link" if stat.S_ISLNK(os.fstat(fd).st_mode) else "other")
+r = libc.fchmodat(-100, link.encode(), 0o700, 0x100)       # glibc: O_PATH first
+print("fchmodat", os.strerror(ctypes.get_errno()) if r else "ok")
+r = libc.syscall(452, -100, link.encode(), 0o700, 0x100)   # fchmodat2
+print("fchmodat2", os.strerror(ctypes.get_errno()) if r else "ok")
+'''
+
+
+def test_symlink_nofollow_and_tar_x(vu, area):
+    """open(O_PATH|O_NOFOLLOW) of a symlink gives a descriptor of the link
+    and fchmodat(AT_SYMLINK_NOFOLLOW) says EOPNOTSUPP, as the kernel does
+    (both said ELOOP), so tar x of symlinks into an image works."""
+    vu.home(NOBODY)
+    img = rw_image(area, NOBODY)
+    mnt = mnt_dir(area)
+    script = area / "nofollow.py"
+    script.write_text(SYMLINK_NOFOLLOW)
+    res = vu(f"""
+        M={mnt}
+        vu_insmod vufuse || exit 90
+        vumount -t vufuseext4 -o rw+ {img} $M || exit 91
+        ln -s hello.txt $M/lnk
+        python3 {script} $M/lnk
+        mkdir {area}/t && cd {area}/t && touch a && ln -s a b && ln -s missing c &&
+            tar cf {area}/t.tar . && cd /
+        mkdir $M/x && tar xf {area}/t.tar -C $M/x; echo "tar=$?"
+        echo "b=$(readlink $M/x/b) c=$(readlink $M/x/c)"
+        vuumount $M
+        """, user=NOBODY, env=VIEW_ENV)
+    out = res.out
+    assert "opath link" in out, short(res)
+    assert "fchmodat Operation not supported" in out, short(res)
+    assert "fchmodat2 Operation not supported" in out, short(res)
+    assert "tar=0" in out and "b=a c=missing" in out, short(res)

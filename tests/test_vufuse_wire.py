@@ -827,6 +827,7 @@ def tree_handler(minor=19, entries=None):
 def test_compat_structures_for_minor_8():
     fd = FakeDaemon(tree_handler(minor=8), minor=8, init_size=24)
     ops = fd.ops()
+    ops.attr_cache = False          # every getattr a GETATTR: its layout
     assert ops.conn.minor == 8
     st = ops.getattr("/d/f")                      # from the LOOKUP reply
     assert (st.st_ino, st.st_size, st.st_uid) == (103, 10, 1000)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import errno
-import logging
 import os
-import shutil
 import signal
 import sys
 
 from . import __version__, control
+
+# argparse, logging, shutil and the one-shot flags' code are imported only
+# when used: `umvu CMD` with no option needs none of them (start-up time,
+# docs/performance.md)
 
 EPILOG = """\
 examples:
@@ -31,12 +32,13 @@ class UsageError(Exception):
     pass
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
+def build_parser():
+    import argparse
 
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message):
+            raise UsageError(message)
 
-def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="umvu", description="Run CMD (default: your shell) in a "
                 "partial virtual machine: a view of the system that modules "
                 "loaded inside it can change.", epilog=EPILOG,
@@ -89,6 +91,7 @@ def debug_tags(debug: list[str]) -> set[str]:
 
 
 def _seconds(text: str) -> float:
+    import argparse
     try:
         value = float(text)
     except ValueError:
@@ -98,9 +101,52 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _setup_logging(output: str | None, debug: list[str], trace: bool) -> None:
+#: what `umvu CMD` (no option at all) parses to: build_parser()'s defaults
+#: (tests/test_startup.py checks they agree), without argparse's import
+PLAIN_DEFAULTS = dict(rc=None, norc=False, viewname="", output=None, debug=[],
+                      kill_after=10.0, trace=False, trace_summary=False,
+                      view=[], check=None, dump=False, root=False, cow=None,
+                      clear=None, bind=None, ro=None, disk=None, image=None,
+                      net=None, hostname=None, time_scale=None, mount_flags=[])
+
+
+class _Args:
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+def _plain_args(argv: list[str]):
+    """The parsed arguments of `umvu [-N] [--] CMD ARGS...`, else None
+    (argparse then parses)."""
+    args = _Args(**{k: (list(v) if isinstance(v, list) else v)
+                    for k, v in PLAIN_DEFAULTS.items()})
+    i = 0
+    while i < len(argv) and argv[i] in ("-N", "--norc"):
+        args.norc = True
+        i += 1
+    if i < len(argv) and argv[i] == "--":
+        i += 1
+    if i == len(argv) or argv[i].startswith("-"):
+        return None                 # no CMD (the shell), or an option
+    args.command = list(argv[i:])
+    return args
+
+
+def _setup_logging(output: str | None, debug: list[str], trace: bool):
+    """The stream the hypervisor's messages go to; logging is configured
+    now if -o, -d or --trace asks for it, else when first needed."""
     names = debug_tags(debug)
     stream = open(output, "a", buffering=1) if output else sys.stderr
+    from . import logs
+    if output or names or trace:
+        _configure_logging(stream, names, trace)
+    else:
+        logs.configure_later(lambda: _configure_logging(stream, names, trace))
+    return stream
+
+
+def _configure_logging(stream, names, trace: bool) -> None:
+    import logging
     handler = logging.StreamHandler(stream)
     handler.setFormatter(logging.Formatter("umvu: %(message)s"))
     root = logging.getLogger("umvu")
@@ -159,10 +205,12 @@ def _trace_words(parser, argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        parser = build_parser()
-        args = parser.parse_args(
-            _trace_words(parser, sys.argv[1:] if argv is None else argv))
+        args = _plain_args(argv)
+        if args is None:
+            parser = build_parser()
+            args = parser.parse_args(_trace_words(parser, argv))
     except UsageError as exc:
         print(f"umvu: {exc} (see umvu --help)", file=sys.stderr)
         return 2
@@ -172,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if not command:
         command = [os.environ.get("SHELL") or "/bin/sh"]
     try:
-        _setup_logging(args.output, args.debug, args.trace)
+        log_stream = _setup_logging(args.output, args.debug, args.trace)
     except OSError as exc:
         print(f"umvu: {args.output}: {exc.strerror}", file=sys.stderr)
         return 2
@@ -180,13 +228,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"umvu: {exc} (see umvu --help)", file=sys.stderr)
         return 2
 
-    from . import oneshot
     if args.check or args.dump:
+        from . import oneshot
         return oneshot.check_or_dump(args)
     env = dict(os.environ)
     env["UMVU_PID"] = str(os.getpid())
     env["UMVU_VIEWNAME"] = args.viewname
-    path = shutil.which(command[0], path=env.get("PATH", os.defpath))
+    path = _which(command[0], env.get("PATH", os.defpath))
     if path is None:
         print(f"umvu: {command[0]}: command not found", file=sys.stderr)
         return 127
@@ -198,19 +246,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"umvu: already inside a view (hypervisor {info['serverid']}); "
               "one view cannot hold another", file=sys.stderr)
         return 2
-    setup = oneshot.OneShot()
-    try:
-        statements = setup.prepare(args)
-    except oneshot.SetupError as exc:
-        setup.cleanup()
-        print(f"umvu: {exc}", file=sys.stderr)
-        return 2
+    setup = _NoSetup()
+    statements = []
+    if args.view or args.check or args.dump or _wants_view(args):
+        from . import oneshot
+        setup = oneshot.OneShot()
+        try:
+            statements = setup.prepare(args)
+        except oneshot.SetupError as exc:
+            setup.cleanup()
+            print(f"umvu: {exc}", file=sys.stderr)
+            return 2
 
     _out_of_reach()
     from .view import View          # the C extension loads here
     view = View(args.viewname)
     view.env = env
-    log_stream = logging.getLogger("umvu").handlers[0].stream
     if args.output or args.debug:
         view.helper_output = log_stream.fileno()
     summary = None
@@ -242,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             proc = view.spawn("/bin/sh", ["/bin/sh", rc], env, child_sigs)
             view.tracer.run(until=lambda: proc.exited, watch=proc)
         if statements:      # the view file's statements, then CMD
+            from . import oneshot
             root = view.spawn(sys.executable, oneshot.applier_argv(
                 statements, path, command), env, child_sigs)
         else:
@@ -265,6 +317,35 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+class _NoSetup:
+    def cleanup(self) -> None:
+        pass
+
+
+def _wants_view(args) -> bool:
+    """oneshot.wants_view without importing it (and argparse with it)."""
+    return bool(args.view or args.root or args.mount_flags or args.net
+                or args.hostname or args.time_scale is not None)
+
+
+def _which(name: str, path: str) -> str | None:
+    """shutil.which(name, path=path) for a command (shutil's import pulls
+    in bz2 and lzma): a name with a slash is taken as it is."""
+    if not path and not os.path.dirname(name):
+        return None
+    if os.path.dirname(name):
+        return name if _runnable(name) else None
+    for d in path.split(os.pathsep):
+        candidate = os.path.join(d, name)
+        if _runnable(candidate):
+            return candidate
+    return None
+
+
+def _runnable(path: str) -> bool:
+    return os.access(path, os.F_OK | os.X_OK) and not os.path.isdir(path)
 
 
 def _signal_view(view, sig: int) -> None:

@@ -21,6 +21,8 @@ def user_module_dir() -> str:
 
 def find(name: str) -> type[Module]:
     """The Module class called `name`; OSError(ENOENT) when there is none."""
+    from . import logs
+    logs.ensure()           # module code logs through logging itself
     if not VALID_NAME.match(name):
         raise OSError(errno.EINVAL, f"{name}: invalid module name")
     for source in (_builtin, _entry_point, _user_file):

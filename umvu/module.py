@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import copy
 import errno
-import logging
 import os
 import threading
 from typing import Any, Callable
 
-from . import creds, linux, procinfo  # noqa: F401  (linux: constants for modules)
+from . import creds, linux, logs, procinfo  # noqa: F401  (linux: constants for modules)
 
 #: returned by a handler: the call is not ours, the kernel runs it
 KERNEL = None
@@ -75,6 +74,27 @@ class Caller:
     def groups(self) -> list[int]:
         return creds.fs_creds(self.pid)[2] if self.pid else os.getgroups()
 
+    def view_ids(self, effective: bool = False) -> tuple[int, int, list[int]]:
+        """(fsuid, fsgid, groups) as the view shows them to the process:
+        virtual ones where a module virtualizes ids (unrealuidgid answers
+        the virtual calls getresfuid/getresfgid and getgroups), else the
+        kernel's (then fs_ids() and groups). effective=True: (euid, egid,
+        groups). The ids to put where a file system records who asked (the
+        owner of a new file, a FUSE request's header); never the ones the
+        kernel checks access with (fs_ids, acting_as)."""
+        ids = None if _ids_source is None else _ids_source(self.pid, self.tid)
+        if ids is None:                 # no module virtualizes ids
+            if not effective:
+                return (*self.fs_ids(), self.groups)
+            st = procinfo.fields(self.pid, "Uid", "Gid") if self.pid else {}
+            try:
+                return (int(st["Uid"].split()[1]), int(st["Gid"].split()[1]),
+                        self.groups)
+            except (KeyError, IndexError, ValueError):
+                return os.geteuid(), os.getegid(), self.groups
+        pick = 1 if effective else 3
+        return ids.uids[pick], ids.gids[pick], list(ids.groups)
+
     def acting_as(self):
         """A context manager: file work done inside it is checked by the
         kernel with this process's file credentials (it matters when the
@@ -100,6 +120,16 @@ class Caller:
 #: the hypervisor itself, for work no process asked for (unmount at the end)
 NOBODY = Caller(0)
 _serving = threading.local()
+
+
+#: the view's answer to Caller.view_ids: (pid, tid) -> ids (View.view_ids)
+_ids_source = None
+
+
+def _answer_ids(source) -> None:
+    """The view says who answers Caller.view_ids."""
+    global _ids_source
+    _ids_source = source
 
 
 def _serve_for(caller: Caller) -> None:
@@ -150,7 +180,7 @@ class ServiceContext:
     def __init__(self, view):
         self._view = view
 
-    log = logging.getLogger("umvu")
+    log = logs.getLogger("umvu")
 
     @property
     def tmpdir(self) -> str:
@@ -289,7 +319,8 @@ class Call:
     def effective_uid(self) -> int:
         """The caller's effective uid as the view shows it (a module of
         virtual ids such as unrealuidgid answers; else the kernel's): the
-        one to check "as root" with."""
+        one to check "as root" with. The same as
+        `call.caller.view_ids(effective=True)[0]`."""
         return self._view.effective_uid(self._stop)
 
 
@@ -520,7 +551,8 @@ class PathService(Service):
     """A service mounted on a path: answers path calls below its target."""
 
     #: set by the view: the file system as seen by services older than this
-    #: one (VUOS epochs): lower.real(path), lower.lstat(path)...
+    #: one (VUOS epochs): lower.lstat(path), lower.open(path), lower.scandir
+    #: (path)... work whatever serves the path (docs/modules.md)
     lower = None
     #: its answers may wait (a FUSE daemon): releases run on a worker
     blocking = False

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import os
 import stat
-import tempfile
 import zlib
 
 from . import syscall_table
@@ -76,6 +75,7 @@ def build(trapped: frozenset[int], notify: bool = False) -> bytes:
     if path is not None:
         try:                            # a cache: any failure only costs time
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            import tempfile
             fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
             try:
                 with os.fdopen(fd, "wb") as f:
@@ -127,6 +127,7 @@ def _compile(allowed: list[int], notify: bool) -> bytes:
                          pyseccomp.Arg(0, pyseccomp.MASKED_EQ, CLONE_NS_FLAGS, 0))
         elif nr >= 0:
             flt.add_rule(pyseccomp.ALLOW, nr)
+    import tempfile
     with tempfile.TemporaryFile() as out:
         flt.export_bpf(out)
         out.seek(0)

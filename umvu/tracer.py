@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import logging
 import os
 import queue
 import signal
@@ -25,9 +24,9 @@ import struct
 import time
 
 from . import ccore
-from . import procinfo, seccomp_filter, syscall_table
+from . import logs, procinfo, seccomp_filter, syscall_table
 
-log = logging.getLogger("umvu.tracer")
+log = logs.getLogger("umvu.tracer")
 
 STOP_SIGNALS = {signal.SIGSTOP, signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU}
 ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 514, 516

@@ -9,27 +9,22 @@ methods marked for them here.
 from __future__ import annotations
 
 import errno
-import logging
 import os
-import traceback
 
 import contextlib
-import shutil
 import signal
 import stat
 import struct
-import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
-from . import abi32, control, creds, linux, procinfo, seccomp_filter, syscall_table
+from . import abi32, control, creds, linux, logs, procinfo, seccomp_filter, syscall_table
 from .module import (Call, Caller, Module, MountRequest, PathService, Service,
-                     ServiceContext, WouldBlock)
+                     ServiceContext, WouldBlock, _answer_ids)
 from .servicetable import ServiceTable, path_under
 from .tracer import DEFER, Tracer, signed
 
-log = logging.getLogger("umvu")
+log = logs.getLogger("umvu")     # logging itself: when first needed (start-up)
 NR_MOUNT = syscall_table.NR["mount"]
 NR_UMOUNT2 = syscall_table.NR["umount2"]
 #: calls that change a process's credentials: a root hypervisor traps them
@@ -71,11 +66,13 @@ class View:
         #: where helpers' (FUSE daemons') output goes: umvu's log file,
         #: stderr with -d, else nowhere (fusefat alone prints thousands of lines)
         self.helper_output: int | None = None
+        _answer_ids(self.view_ids)          # Caller.view_ids
 
     def _file_system_layer(self) -> None:
         """Made at the first vu_insmod: a view that loads nothing needs no
         VFS (nor the start-up time of its imports)."""
         if self.vfs is None:
+            logs.ensure()           # modules log through logging itself
             from .vfs import Vfs
             from .vfs.procfs import ProcMounts
             self.vfs = Vfs(self)
@@ -88,6 +85,7 @@ class View:
         needed: a view that loads nothing leaves nothing behind."""
         if self._tmpdir is None:
             _remove_orphaned_tmpdirs()
+            import tempfile
             self._tmpdir = tempfile.mkdtemp(prefix=f"umvu-{os.getpid()}-")
             if os.geteuid() == 0:
                 # processes of other users reach their placeholders by name
@@ -139,13 +137,79 @@ class View:
         else:
             self._vdso.disable()
 
+    def view_ids(self, pid: int, tid: int | None = None) -> "ViewIds | None":
+        """Caller.view_ids, Call.effective_uid: the ids a process sees as
+        its own. The newest module that handles the virtual calls
+        getresfuid / getresfgid (and getgroups) answers them, as it answers
+        the process's own get*id calls; what no module answers is the
+        kernel's. None: no loaded module virtualizes ids (the kernel's are
+        the view's; the caller reads them as it likes best)."""
+        if not any(_id_handlers(type(m)) for m in self.modules.values()):
+            return None
+        uids = gids = groups = None
+        proc = self.tracer.processes.get(pid) if pid else None
+        if proc is not None:
+            for module in reversed(list(self.modules.values())):
+                marked = _id_handlers(type(module))
+                if not marked:
+                    continue
+                stop = _IdsQuery(proc, tid or pid)
+                if uids is None and "getresfuid" in marked:
+                    uids = self._ask_ids(module, marked["getresfuid"], stop)
+                if gids is None and "getresfgid" in marked:
+                    gids = self._ask_ids(module, marked["getresfgid"], stop)
+                if groups is None and "getgroups" in marked:
+                    groups = self._ask_groups(module, marked["getgroups"], stop)
+                if None not in (uids, gids, groups):
+                    break
+        if None in (uids, gids, groups):
+            if not pid:
+                real_u = (os.getuid(), os.geteuid(), os.geteuid(), os.geteuid())
+                real_g = (os.getgid(), os.getegid(), os.getegid(), os.getegid())
+                real_groups = os.getgroups()
+            else:
+                st = procinfo.fields(pid, "Uid", "Gid", "Groups")
+                try:
+                    real_u = tuple(int(x) for x in st["Uid"].split())
+                    real_g = tuple(int(x) for x in st["Gid"].split())
+                except (KeyError, ValueError):
+                    real_u = real_g = (os.getuid(),) * 4
+                real_groups = [int(g) for g in st.get("Groups", "").split()]
+            uids = uids or real_u
+            gids = gids or real_g
+            groups = real_groups if groups is None else groups
+        return ViewIds(tuple(uids), tuple(gids), list(groups))
+
+    def _ask_ids(self, module: Module, attr: str, stop):
+        call = Call(attr, stop, self, module)
+        try:
+            ids = getattr(module, attr)(call)
+        except Exception:
+            log.error("module %s failed in %s:\n%s", module.name, attr,
+                      logs.format_exc().rstrip())
+            return None
+        if ids is None or isinstance(ids, int) or len(ids) != 4:
+            return None
+        return tuple(int(i) for i in ids)
+
+    def _ask_groups(self, module: Module, attr: str, stop):
+        call = Call("getgroups", stop, self, module)
+        try:
+            n = getattr(module, attr)(call)
+        except Exception:
+            log.error("module %s failed in getgroups:\n%s", module.name,
+                      logs.format_exc().rstrip())
+            return None
+        if not isinstance(n, int) or n < 0:
+            return None
+        data = stop.memory[:4 * n]
+        return list(struct.unpack(f"{n}I", data)) if n else []
+
     def effective_uid(self, stop) -> int:
-        """Call.effective_uid: a module of virtual ids answers geteuid, else
-        the kernel's."""
-        for module, method in self.handlers.get(syscall_table.NR["geteuid"], ()):
-            result = self._call_module(module, method, stop)
-            if result is not None:
-                return result
+        """Call.effective_uid: the effective uid of view_ids."""
+        ids = self.view_ids(stop.process.pid, stop.tid)
+        if ids is not None:
+            return ids.uids[1]
         return int(procinfo.status(stop.process.pid).get("Uid", "0 0").split()[1])
 
     # ---- processes ---------------------------------------------------------
@@ -201,6 +265,7 @@ class View:
     def submit(self, func, *args):
         """Run func on a worker thread, holding the view while it runs."""
         if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
             self._pool = ThreadPoolExecutor(16, thread_name_prefix="umvu-worker")
 
         def locked():
@@ -281,6 +346,7 @@ class View:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         if self._tmpdir is not None:
+            import shutil
             shutil.rmtree(self._tmpdir, ignore_errors=True)
 
     def only_helpers_left(self) -> bool:
@@ -350,7 +416,7 @@ class View:
         except BaseException:   # module code: SystemExit too, never our end
             log.error("%s failed in %s (the call returns EIO):\n%s",
                       stop.answered_by, syscall_table.name_of(nr),
-                      traceback.format_exc().rstrip())
+                      logs.format_exc().rstrip())
             return -errno.EIO
 
     def guarding(self) -> bool:
@@ -385,7 +451,7 @@ class View:
             raise
         except BaseException:   # SystemExit from module code too
             log.error("module %s failed in %s (the call returns EIO):\n%s",
-                      module.name, call.name, traceback.format_exc().rstrip())
+                      module.name, call.name, logs.format_exc().rstrip())
             return -errno.EIO
 
     # ---- control path -------------------------------------------------------
@@ -422,7 +488,7 @@ class View:
             return -(exc.errno or errno.EINVAL)
         except BaseException:   # an import that calls sys.exit too
             log.error("module %s failed to load:\n%s", name,
-                      traceback.format_exc().rstrip())
+                      logs.format_exc().rstrip())
             return -errno.ENOEXEC
         self.modules[name] = module
         if permanent:
@@ -441,7 +507,7 @@ class View:
         try:
             module.fini()
         except BaseException:
-            log.error("module %s failed in fini:\n%s", name, traceback.format_exc())
+            log.error("module %s failed in fini:\n%s", name, logs.format_exc())
         del self.modules[name]
         for nr in list(self.handlers):
             self.handlers[nr] = [h for h in self.handlers[nr] if h[0] is not module]
@@ -562,7 +628,11 @@ class View:
             return 0                # the module took note; nothing new to mount
         if not isinstance(service, Service):
             raise TypeError(f"{module.name}.mount returned {service!r}")
-        self.add_service(service)
+        try:
+            self.add_service(service)
+        except OSError as exc:          # its attach() refused the mount
+            _log_message(exc)
+            raise
         return 0
 
     def remove_service(self, service: Service) -> None:
@@ -632,14 +702,14 @@ class View:
             try:
                 service.module.umount(service, MNT_DETACH)
             except BaseException:
-                log.error("umount of %r failed:\n%s", service, traceback.format_exc())
+                log.error("umount of %r failed:\n%s", service, logs.format_exc())
             self.services.remove(service)
         for module in reversed(list(self.modules.values())):
             try:
                 module.fini()
             except BaseException:
                 log.error("module %s failed in fini:\n%s", module.name,
-                          traceback.format_exc())
+                          logs.format_exc())
 
 
 #: mount(2) flags the kernel knows (MS_RDONLY ... MS_LAZYTIME, MS_NOUSER)
@@ -678,6 +748,8 @@ def _remove_orphaned_tmpdirs() -> None:
     """The directories of this user's hypervisors that died without
     cleaning up (kill -9): their pid, in the name, is no umvu any more."""
     import re
+    import shutil
+    import tempfile
     top = tempfile.gettempdir()
     try:
         names = os.listdir(top)
@@ -701,6 +773,58 @@ def _remove_orphaned_tmpdirs() -> None:
         except OSError:
             pass
         shutil.rmtree(path, ignore_errors=True)
+
+
+class ViewIds:
+    """What View.view_ids answers: (real, effective, saved, fs) uids and
+    gids, and the supplementary groups, as the process sees them."""
+
+    __slots__ = ("uids", "gids", "groups")
+
+    def __init__(self, uids: tuple, gids: tuple, groups: list):
+        self.uids, self.gids, self.groups = uids, gids, groups
+
+    def __repr__(self):
+        return f"<ViewIds uids={self.uids} gids={self.gids} groups={self.groups}>"
+
+
+class _IdsQuery:
+    """A call no process made: the view asking a module of virtual ids what
+    a process's ids are (view_ids). The module's handler sees it as that
+    process's getresfuid/getresfgid/getgroups; getgroups writes into
+    `memory`, never into the process."""
+
+    __slots__ = ("process", "tid", "nr", "args", "memory")
+    BUF = 0x1000
+    MAX_GROUPS = 65536
+
+    def __init__(self, process, tid: int):
+        self.process, self.tid = process, tid
+        self.nr = syscall_table.NR["getgroups"]
+        self.args = (self.MAX_GROUPS, self.BUF, 0, 0, 0, 0)
+        self.memory = bytearray()
+
+    def read(self, addr: int, size: int) -> bytes:
+        raise OSError(errno.EFAULT, "no caller memory")
+
+    def read_str(self, addr: int, limit: int = 4096) -> bytes:
+        raise OSError(errno.EFAULT, "no caller memory")
+
+    def write(self, addr: int, data: bytes) -> None:
+        if addr != self.BUF:
+            raise OSError(errno.EFAULT, "no caller memory")
+        self.memory[:] = data
+
+
+_ID_HANDLERS: dict = {}
+
+
+def _id_handlers(cls) -> dict:
+    """A module class's handlers of the calls view_ids asks (name -> attr)."""
+    if cls not in _ID_HANDLERS:
+        _ID_HANDLERS[cls] = {n: a for n, a in cls.handlers().items()
+                             if n in ("getresfuid", "getresfgid", "getgroups")}
+    return _ID_HANDLERS[cls]
 
 
 def _handlers_of(module: Module) -> dict:

@@ -42,8 +42,24 @@ class Layers:
         self.mode = opts.mode
         self.opts = opts
         layered = self.mode in ("merge", "cow", "mincow")
-        self.store = Store(self._host(self.source or "/"),
-                           writable=self.mode in ("cow", "mincow")) if layered else None
+        self.store = self._store() if layered else None
+
+    def _store(self) -> Store:
+        """SOURCE's bookkeeping: a host directory's (cow, mincow: the store
+        must be one); a merge SOURCE an older service serves (an image)
+        has none, as a read-only one never written."""
+        try:
+            host = self._host(self.source or "/")
+        except OSError as exc:
+            if exc.errno != errno.EOPNOTSUPP:
+                raise
+            if self.mode != "merge":
+                raise OSError(errno.EOPNOTSUPP, f"vufs: {self.source}: the store "
+                              "of cow and mincow must be a host directory") from None
+            store = Store.__new__(Store)
+            store.root, store.fd = None, None
+            return store
+        return Store(host, writable=self.mode in ("cow", "mincow"))
 
     # ---- addressing -------------------------------------------------------
     def top(self, rel: str) -> str:
@@ -57,7 +73,7 @@ class Layers:
 
     def _lstat(self, path: str):
         try:
-            return os.lstat(self._host(path))
+            return self.lower.lstat(path)
         except OSError:
             return None
 
@@ -111,11 +127,38 @@ class Layers:
         path = self.top(rel) if where == "top" else self.bottom(rel)
         if where == "bottom" and call.name in ACCESS_CALLS and \
                 call.mode & os.W_OK and self.mode in ("cow", "mincow"):
-            # writing a file of the lower layer copies it up, so it can be
-            # written (dpkg and apt check access(W_OK) before they write)
-            rest = call.mode & (os.R_OK | os.X_OK)
-            return 0 if os.access(self._host(path), rest or os.F_OK) else -errno.EACCES
+            answer = self._access_as_copy(call, path)
+            if answer is not None:
+                return answer
         return call.redirect(path, meta=self._meta(call, rel))
+
+    def _access_as_copy(self, call, path):
+        """access(W_OK) of a lower-layer name in cow/mincow: writing copies
+        it up, so answer as the copy would (dpkg and apt check access
+        before they write). None: the kernel's answer on the lower file is
+        the copy's too."""
+        want = call.mode & 7
+        st = self._stat_follow(path)
+        if st is None or self.mode == "mincow" and self.lower.access(path, want):
+            return None
+        uid = call.caller.fs_ids()[0]
+        if uid == 0:
+            return None                 # root's copy keeps owner and mode
+        if stat.S_ISDIR(st.st_mode):
+            # its copy is the user's, with u+rwx (_mkdir_like); what is
+            # read or searched is still the lower directory
+            rest = want & (os.R_OK | os.X_OK)
+            return 0 if self.lower.access(path, rest or os.F_OK) else -errno.EACCES
+        if not stat.S_ISREG(st.st_mode):
+            return None                 # a FIFO or device is written in place
+        if st.st_size and not self.lower.access(path, os.R_OK):
+            return -errno.EACCES        # its data cannot be copied
+        if st.st_uid == uid:            # the copy has the same owner and mode
+            rest = want & (os.R_OK | os.X_OK)
+            return 0 if st.st_mode & stat.S_IWUSR and \
+                self.lower.access(path, rest or os.F_OK) else -errno.EACCES
+        # the copy is the user's, with the same mode: the owner's bits decide
+        return -errno.EACCES if want & ~(st.st_mode >> 6) & 7 else 0
 
     def op_open(self, call, rel, rel2):
         flags = call.flags
@@ -133,7 +176,8 @@ class Layers:
             return self._modify(call, rel, truncate=0 if flags & linux.O_TRUNC else None)
         st = self._stat_follow(path)
         if st is not None and stat.S_ISDIR(st.st_mode):
-            return call.redirect(path, listing=lambda: self.listing(rel))
+            return call.redirect(path, listing=lambda: self.listing(rel),
+                                 meta=self.store.stat_fields(rel))
         # the lower layer's files of cow/mincow: fchmod & co must copy up
         lower = where == "bottom" and self.mode in ("cow", "mincow")
         meta = self.store.stat_fields(rel)
@@ -148,7 +192,7 @@ class Layers:
 
     def _stat_follow(self, path):
         try:
-            return os.stat(self._host(path))
+            return self.lower.stat(path)
         except OSError:
             return None
 
@@ -302,37 +346,37 @@ class Layers:
         """Merged entries: top first, then bottom's that top lacks and that
         were not deleted; '.-' is hidden at the root."""
         seen, out = set(), []
+        types = self.store.types_below(rel)     # recorded types (mknod)
         for path, layer in ((self.top(rel), "top"), (self.bottom(rel), "bottom")):
             if layer == "bottom" and (self.store.deleted(rel) if rel else False):
                 continue
             try:
-                host = self._host(path, "open")
-                entries = list(os.scandir(host))
-                dot = os.lstat(host).st_ino
+                # through the older view: a layered mount below lists all
+                # its layers, a served directory its entries
+                entries = self.lower.scandir(path)
+                dot = self.lower.lstat(path).st_ino
             except OSError:
                 continue
             for name in (".", ".."):
                 if name not in seen:
                     seen.add(name)
                     out.append((name, 4, dot))
-            for entry in entries:
-                name = entry.name
+            for name, dtype, ino in entries:
                 if name in seen or (rel == "" and name == ".-" and layer == "top"):
                     continue
                 if layer == "bottom" and self.store.deleted(f"{rel}/{name}"):
                     continue
                 seen.add(name)
-                try:
-                    dtype = DT.get(stat.S_IFMT(entry.stat(follow_symlinks=False).st_mode), 0)
-                except OSError:
-                    dtype = 0
-                out.append((name, dtype, entry.inode()))
+                if name in types:
+                    dtype = DT.get(types[name], dtype)
+                out.append((name, dtype, ino))
         return out
 
     # ---- copy-up and creation --------------------------------------------------------
     def _can_write_dir(self, path: str) -> bool:
-        host = self._host(path)
-        return os.path.isdir(host) and os.access(host, os.W_OK | os.X_OK)
+        st = self._stat_follow(path)
+        return st is not None and stat.S_ISDIR(st.st_mode) and \
+            self.lower.access(path, os.W_OK | os.X_OK)
 
     def _create(self, call, rel):
         layer = self._create_layer(rel)
@@ -345,11 +389,24 @@ class Layers:
         if call.name in ("mkdir", "mkdirat") and self._lstat(self.bottom(rel)):
             # a directory created where a deleted one was starts empty
             self._hide_bottom_children(rel)
-        return call.redirect(self.top(rel))
+        meta = self._owner_of_new(call, rel)
+        return call.redirect(self.top(rel), meta=meta,
+                             trap_fd=bool(meta) and call.op == "open")
+
+    def _owner_of_new(self, call, rel) -> dict | None:
+        """A new name in the top layer belongs, in the view, to the ids the
+        view shows its creator (virtual root makes files of 0:0): when the
+        host file cannot carry them, they are recorded in the store."""
+        self.store.drop_meta(rel)       # a leftover of an older file
+        uid, gid, _ = call.caller.view_ids()
+        if (uid, gid) == tuple(call.caller.fs_ids()):
+            return None
+        self.store.set_meta(rel, uid=uid, gid=gid)
+        return self.store.stat_fields(rel)
 
     def _hide_bottom_children(self, rel):
         try:
-            names = os.listdir(self._host(self.bottom(rel)))
+            names = self.lower.listdir(self.bottom(rel))
         except OSError:
             return
         top = self._host(self.top(rel))
@@ -362,6 +419,7 @@ class Layers:
         self.store.dewhiteout(rel)
         host = self._host(self.top(rel), "create")
         dev = call.dev
+        self._owner_of_new(call, rel)
         try:
             os.mknod(host, call.mode, dev)
             return 0
@@ -387,14 +445,12 @@ class Layers:
     def _writable(self, rel, name: str = "") -> bool:
         """May the user change the lower file in place (mincow)? Writing
         needs write permission; chmod, chown and times need ownership."""
-        host = self._host(self.bottom(rel))
+        path = self.bottom(rel)
         if name in OWNER_CALLS:
-            try:
-                uid = os.lstat(host).st_uid
-            except OSError:
-                return False
-            return os.geteuid() in (0, uid)
-        return os.access(host, os.W_OK)
+            st = self._lstat(path)
+            return st is not None and os.geteuid() in (0, st.st_uid) and \
+                not self.lower.read_only(path)
+        return self.lower.access(path, os.W_OK)
 
     def _chown(self, call, rel, where):
         if self.mode == "merge":
@@ -457,11 +513,11 @@ class Layers:
 
     def _copy_up(self, rel: str, truncate: int | None = None) -> None:
         self._make_parents(rel)
-        src = self._host(self.bottom(rel))
+        src = self.bottom(rel)          # a path of the older view
         dst = self._host(self.top(rel), "create")
-        st = os.lstat(src)
+        st = self.lower.lstat(src)
         if stat.S_ISLNK(st.st_mode):
-            os.symlink(os.readlink(src), dst)
+            os.symlink(self.lower.readlink(src), dst)
         elif stat.S_ISDIR(st.st_mode):
             self._mkdir_like(dst, st, rel)
             return
@@ -474,12 +530,12 @@ class Layers:
                     # need not be readable (a root-only lock file under
                     # a virtual root)
                     if truncate != 0 and st.st_size:
-                        with open(src, "rb") as fin:
+                        with self.lower.open(src) as fin:
                             if truncate is None:
                                 shutil.copyfileobj(fin, fout, 1 << 20)
                             else:
                                 fout.write(fin.read(truncate))
-                shutil.copystat(src, tmp, follow_symlinks=False)
+                self._copy_stat(src, tmp, st)
                 os.rename(tmp, dst)
             except BaseException:
                 # ENOSPC, EACCES...: no half copy left behind in the store
@@ -496,6 +552,19 @@ class Layers:
             except PermissionError:
                 if not self.store.meta(rel):
                     self.store.set_meta(rel, uid=st.st_uid, gid=st.st_gid)
+
+    def _copy_stat(self, src: str, dst: str, st) -> None:
+        """The copy gets the original's mode and times (and, from a host
+        file, what else shutil.copystat copies)."""
+        try:
+            host = self._host(src)
+        except OSError as exc:
+            if exc.errno != errno.EOPNOTSUPP:
+                raise
+            os.chmod(dst, stat.S_IMODE(st.st_mode))     # a served file
+            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+            return
+        shutil.copystat(host, dst, follow_symlinks=False)
 
     def _copy_up_tree(self, rel: str) -> None:
         """Bring rel, and everything below it, into the top layer."""

@@ -266,6 +266,27 @@ class Store:
         finally:
             os.close(ofd)
 
+    def types_below(self, rel: str) -> dict:
+        """{name: S_IFMT} of rel's children whose metadata records a type
+        (device nodes kept as plain files): a listing's d_type."""
+        if self.fd is None:
+            return {}
+        try:
+            fd = _beneath(self.fd, rel.lstrip("/") or ".", os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            return {}
+        try:
+            names = [n[:-len(META_SUFFIX)] for n in os.listdir(fd)
+                     if n.endswith(META_SUFFIX)]
+        finally:
+            os.close(fd)
+        found = {}
+        for name in names:
+            kind = self.meta(f"{rel}/{name}").get("type")
+            if kind:
+                found[name] = kind
+        return found
+
     def stat_fields(self, rel: str) -> dict | None:
         """The fields a stat call must show instead of the host's."""
         meta = self.meta(rel)

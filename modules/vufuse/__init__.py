@@ -29,15 +29,15 @@ DEFAULT_TIMEOUT = 30.0
 
 
 def parse_options(text: str) -> tuple[dict, list[str]]:
-    """vufuse's own options (rw+, prog=, pyfs=, timeout=) and the words
-    left for the file system."""
+    """vufuse's own options (rw+, fakeroot, prog=, pyfs=, timeout=) and the
+    words left for the file system."""
     ours, rest = {}, []
     for word in filter(None, text.split(",")):
         key, eq, value = word.partition("=")
         if key in ("prog", "pyfs", "timeout") and eq:
             ours[key] = value
-        elif word == "rw+":
-            ours["rw+"] = True
+        elif word in ("rw+", "fakeroot"):
+            ours[word] = True
         else:
             rest.append(word)
     return ours, rest
@@ -141,8 +141,10 @@ class Vufuse(Module):
         if "pyfs" in ours:
             self.ctx.may_wait()             # module code runs on a worker
             fs = pyfs.load(ours["pyfs"], source, [])
-            return FuseService(self, request, pyfs.FusepyOperations(fs),
-                               blocking=False, readonly=readonly)
+            service = FuseService(self, request, pyfs.FusepyOperations(fs),
+                                  blocking=False, readonly=readonly)
+            service.fakeroot = bool(ours.get("fakeroot"))
+            return service
         program, name = programs.program_for(fstype, ours, self.ctx.env.get("PATH"))
         if source not in ("none", "") and not source.startswith(("/", "~")) and \
                 "://" not in source:
@@ -194,9 +196,11 @@ class Vufuse(Module):
             raise
         finally:
             del self.launches[helper_mnt]
-        return FuseService(self, request, self.WireOperations(launch.conn),
-                           blocking=True, readonly=readonly, daemon=daemon,
-                           conn=launch.conn)
+        service = FuseService(self, request, self.WireOperations(launch.conn),
+                              blocking=True, readonly=readonly, daemon=daemon,
+                              conn=launch.conn)
+        service.fakeroot = bool(ours.get("fakeroot"))
+        return service
 
     def umount(self, service, flags):
         if not isinstance(service, FuseService):

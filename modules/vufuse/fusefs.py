@@ -36,15 +36,18 @@ class FuseService(PathService):
         self.daemon = daemon
         self.conn = conn
         self._walk_cache: dict = {}
+        #: -o fakeroot: every request says uid 0, gid 0
+        self.fakeroot = False
 
     # ---- calling the backend ----------------------------------------------
     def call(self, method: str, *args, **kwargs):
         """ops.method(*args), waiting without holding the view. Daemons get
-        the caller's fs ids and pid, as the kernel sends them."""
+        the caller's fs ids as the view shows them (virtual ones with
+        unrealuidgid, as VUOS sends them; 0 with -o fakeroot) and its pid."""
         func = getattr(self.ops, method)
         if not self.blocking:
             return func(*args, **kwargs)
-        ctx = caller_ids()
+        ctx = (0, 0, Caller.current().pid) if self.fakeroot else caller_ids()
         owner = Caller.current().tid or None    # the calling thread
         try:
             self.may_wait()
@@ -141,6 +144,10 @@ class FuseService(PathService):
             return call.serve(FuseFile(self, rel, fh, False))
         if flags & linux.O_CREAT and flags & linux.O_EXCL:
             return -errno.EEXIST
+        if flags & linux.O_PATH and not stat.S_ISDIR(st.st_mode):
+            # a descriptor that only names the file (a symlink itself with
+            # O_NOFOLLOW): nothing is opened in the daemon
+            return call.serve(FusePathFile(self, rel))
         if stat.S_ISDIR(st.st_mode):
             if _writes(flags):
                 return -errno.EISDIR
@@ -153,6 +160,8 @@ class FuseService(PathService):
     def op_modify(self, call, rel):
         name = call.name
         if name in ("chmod", "fchmodat", "fchmodat2"):
+            if stat.S_ISLNK(self.call("getattr", rel).st_mode):
+                return -errno.EOPNOTSUPP    # AT_SYMLINK_NOFOLLOW: as the kernel
             self.call("chmod", rel, call.mode)
         elif name in ("chown", "lchown", "fchownat"):
             self.call("chown", rel, call.uid, call.gid)
@@ -251,7 +260,25 @@ class FuseFile(ServedFile):
 
 
 
+class FusePathFile(ServedFile):
+    """An O_PATH descriptor of a file (a symlink, with O_NOFOLLOW): it can be
+    fstat'ed and passed as a dirfd, never read nor written."""
+
+    def __init__(self, service: FuseService, rel: str):
+        self.service, self.rel = service, rel
+
+    def read(self, size, offset):
+        raise OSError(errno.EBADF, "opened with O_PATH")
+
+    def write(self, data, offset):
+        raise OSError(errno.EBADF, "opened with O_PATH")
+
+    def stat(self):
+        return self.service.call("getattr", self.rel)
+
+
 def caller_ids() -> tuple[int, int, int]:
-    """(fsuid, fsgid, pid) of the process whose call is being served."""
+    """(fsuid, fsgid, pid) of the process whose call is being served, the
+    ids as the view shows them (virtual root is uid 0 to the daemon)."""
     caller = Caller.current()
-    return (*caller.fs_ids(), caller.pid)
+    return (*caller.view_ids()[:2], caller.pid)

@@ -36,9 +36,12 @@ from .protocol import (
     FUSE_SYMLINK, FUSE_UNLINK, FUSE_WRITE, GETXATTR_IN, GETXATTR_OUT,
     LINK_IN, LSEEK_IN, LSEEK_OUT, MKDIR_IN, OPEN_IN, OPEN_OUT, RELEASE_IN,
     RENAME2_IN, RENAME_IN, SETXATTR_IN, UTIME_NOW, UTIME_OMIT, WRITE_OUT,
-    EntryOut, fsname, fuse_error, pack_create_in, pack_getattr_in,
+    EntryOut, FOPEN_DIRECT_IO, FOPEN_NONSEEKABLE, FOPEN_STREAM,
+    FUSE_NOTIFY_DELETE, FUSE_NOTIFY_INVAL_ENTRY, FUSE_NOTIFY_INVAL_INODE,
+    fsname, fuse_error, pack_create_in, pack_getattr_in,
     pack_io_in, pack_mknod_in, pack_setattr_in, signed64, unpack_attr_out,
-    unpack_dirents, unpack_entry_out, unpack_inval_notify, unpack_statfs)
+    unpack_attr_valid, unpack_dirents, unpack_entry_out, unpack_inval_notify,
+    unpack_statfs)
 from .session import FuseConnection
 
 __all__ = ["WireOperations"]
@@ -60,6 +63,20 @@ class _Cached:
         self.children: set[str] = set()
 
 
+class _ReadAhead:
+    """What one open file read ahead: `data` from `start`, valid while the
+    view has made no change (`changes`); `eof` when the daemon gave less
+    than asked; `next` where a sequential reader reads next."""
+    __slots__ = ("changes", "start", "data", "eof", "next")
+
+    def __init__(self, changes, start, data, eof, nxt):
+        self.changes, self.start, self.data = changes, start, data
+        self.eof, self.next = eof, nxt
+
+
+_NO_READAHEAD = FOPEN_DIRECT_IO | FOPEN_NONSEEKABLE | FOPEN_STREAM
+
+
 def _split(path) -> list[str]:
     if isinstance(path, bytes):
         path = os.fsdecode(path)
@@ -77,6 +94,21 @@ def _split(path) -> list[str]:
 
 def _key(parts: Sequence[str]) -> str:
     return "/" + "/".join(parts)
+
+
+def _changes(fn):
+    """An operation that may change the file system: the attribute cache
+    and every read-ahead buffer are dropped before it (a reply to a request
+    sent meanwhile is then not cached) and after it (nothing cached during
+    it is kept), as the kernel invalidates what a change touched."""
+    @functools.wraps(fn)
+    def wrapper(self, *args, **kwargs):
+        self._changed()
+        try:
+            return fn(self, *args, **kwargs)
+        finally:
+            self._changed()
+    return wrapper
 
 
 _DT_DIR = 4
@@ -144,11 +176,21 @@ class WireOperations:
     """
 
     def __init__(self, conn: FuseConnection, *, ctx=(0, 0, 0),
-                 max_cached: int = 65536, honor_entry_timeout: bool = True):
+                 max_cached: int = 65536, honor_entry_timeout: bool = True,
+                 attr_cache: bool = True, readahead: bool = True):
         self.conn = conn
         self.ctx = tuple(ctx)
         self.max_cached = max_cached
         self.honor_entry_timeout = honor_entry_timeout
+        #: attributes kept for the daemon's attr_valid (per node id), and
+        #: sequential reads served from a read-ahead buffer per open file;
+        #: both dropped by every change made through this view (_changes)
+        self.attr_cache = attr_cache
+        self.readahead = readahead
+        self._attrs: dict[int, tuple[os.stat_result, float]] = {}
+        self._ra: dict[tuple[int, int], _ReadAhead] = {}
+        self._no_ra: set[tuple[int, int]] = set()   # direct_io/stream opens
+        self._changes = 0
         self._lock = threading.RLock()
         self._cache: dict[str, _Cached] = {}
         self._root_children: set[str] = set()
@@ -196,6 +238,32 @@ class WireOperations:
 
     def _io_in(self, fh, offset, size, flags, rw_flags=0) -> bytes:
         return pack_io_in(fh, offset, size, flags, self._minor, rw_flags)
+
+    # -- the attribute cache --------------------------------------------------
+
+    def _changed(self) -> None:
+        with self._lock:
+            self._changes += 1
+            self._attrs.clear()
+            self._ra.clear()
+
+    def _attr_hit(self, nodeid) -> Optional[os.stat_result]:
+        hit = self._attrs.get(nodeid)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        return None
+
+    def _attr_keep(self, nodeid, attr, valid: float, changes: int) -> None:
+        """Keep attributes got by a request sent when self._changes was
+        `changes`, for `valid` seconds (the daemon's attr_valid)."""
+        if not self.attr_cache or valid <= 0 or attr is None:
+            return
+        with self._lock:
+            if changes != self._changes:
+                return
+            if len(self._attrs) >= self.max_cached:
+                self._attrs.clear()
+            self._attrs[nodeid] = (attr, time.monotonic() + valid)
 
     # -- the lookup cache -----------------------------------------------------
 
@@ -322,6 +390,8 @@ class WireOperations:
                     self._drop_locked(child, forgets)
             if _changed or forgets:
                 self._epoch += 1
+        if _changed:
+            self._changed()         # attributes and read-ahead too
         self._forget(forgets)
 
     def forget_all(self) -> None:
@@ -342,6 +412,7 @@ class WireOperations:
         if len(bname) > FUSE_NAME_MAX:
             raise fuse_error(errno.ENAMETOOLONG)
         epoch = self._now_epoch()
+        changes = self._changes
         try:
             body = self._req(FUSE_LOOKUP, parent, bname + b"\0", ctx)
         except OSError as e:
@@ -353,6 +424,7 @@ class WireOperations:
             self.drop(key, False)
             raise fuse_error(errno.ENOENT)
         self._remember(key, entry, epoch)
+        self._attr_keep(entry.nodeid, entry.attr, entry.attr_valid, changes)
         return entry
 
     def _resolve(self, parts: Sequence[str], ctx):
@@ -423,6 +495,9 @@ class WireOperations:
 
     def _on_notify(self, code: int, body: bytes) -> None:
         """Daemon notifications (reader thread: must not wait)."""
+        if code in (FUSE_NOTIFY_INVAL_INODE, FUSE_NOTIFY_INVAL_ENTRY,
+                    FUSE_NOTIFY_DELETE):
+            self._changed()         # cached attributes and data
         gone = unpack_inval_notify(code, body)
         if gone is None:
             return
@@ -501,9 +576,15 @@ class WireOperations:
         return self._getattr(self._node(path, ctx), None, ctx)
 
     def _getattr(self, nodeid, fh, ctx) -> os.stat_result:
+        attr = self._attr_hit(nodeid)
+        if attr is not None:
+            return attr
+        changes = self._changes
         payload = pack_getattr_in(fh, self._minor)
-        return self._parse_attr_out(self._req(FUSE_GETATTR, nodeid, payload,
-                                              ctx))
+        body = self._req(FUSE_GETATTR, nodeid, payload, ctx)
+        attr = self._parse_attr_out(body)
+        self._attr_keep(nodeid, attr, unpack_attr_valid(body), changes)
+        return attr
 
     def _setattr(self, path, valid, *, fh=None, size=0, mode=0, uid=0, gid=0,
                  atime=(0, 0), mtime=(0, 0), ctx=None) -> os.stat_result:
@@ -520,6 +601,7 @@ class WireOperations:
         return self._parse_attr_out(self._req(FUSE_SETATTR, nodeid, payload,
                                               ctx))
 
+    @_changes
     @_op
     def truncate(self, path, length, fh=None, *, ctx=None):
         if length < 0:
@@ -532,10 +614,12 @@ class WireOperations:
                 raise fuse_error(errno.EINVAL)
         self._setattr(path, FATTR_SIZE, fh=fh, size=length, ctx=ctx)
 
+    @_changes
     @_op
     def chmod(self, path, mode, *, ctx=None):
         self._setattr(path, FATTR_MODE, mode=mode & 0o7777, ctx=ctx)
 
+    @_changes
     @_op
     def chown(self, path, uid, gid, *, ctx=None):
         valid = 0
@@ -549,6 +633,7 @@ class WireOperations:
         self._setattr(path, valid, uid=uid if valid & FATTR_UID else 0,
                       gid=gid if valid & FATTR_GID else 0, ctx=ctx)
 
+    @_changes
     @_op
     def utimens(self, path, times=None, *, ctx=None):
         """times: None (both now) or (atime, mtime), each nanoseconds since
@@ -737,6 +822,15 @@ class WireOperations:
             raise fuse_error(errno.ENOTDIR)
 
     def _open(self, nodeid, ftype, path, flags, ctx) -> int:
+        if flags & os.O_TRUNC:
+            self._changed()
+            try:
+                return self._open_now(nodeid, ftype, path, flags, ctx)
+            finally:
+                self._changed()
+        return self._open_now(nodeid, ftype, path, flags, ctx)
+
+    def _open_now(self, nodeid, ftype, path, flags, ctx) -> int:
         oflags = flags & ~_NOCTTY_EXCL_CREAT
         trunc_after = False
         if oflags & os.O_TRUNC and not self.conn.flags & FUSE_ATOMIC_O_TRUNC:
@@ -749,6 +843,7 @@ class WireOperations:
                 body = self._req(FUSE_OPEN, nodeid, OPEN_IN.pack(
                     oflags & 0xFFFFFFFF, 0), ctx)
                 fh = OPEN_OUT.unpack_from(body)[0] if len(body) >= 8 else 0
+                self._open_flags(fh, nodeid, body, 0)
             except OSError as e:
                 if not (e.errno == errno.ENOSYS
                         and self.conn.flags & FUSE_NO_OPEN_SUPPORT):
@@ -763,6 +858,7 @@ class WireOperations:
                 raise
         return fh
 
+    @_changes
     @_op
     def create(self, path, mode, flags=os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
                umask=0o022, *, ctx=None) -> int:
@@ -798,6 +894,7 @@ class WireOperations:
                 esize = self.conn.entry_out_size
                 fh = (OPEN_OUT.unpack_from(body, esize)[0]
                       if len(body) >= esize + 8 else 0)
+                self._open_flags(fh, entry.nodeid, body, esize)
                 self._add_handle(False, fh, entry.nodeid,
                                  oflags & ~_NOCTTY_EXCL_CREAT, stat.S_IFREG)
                 return fh
@@ -814,6 +911,50 @@ class WireOperations:
         nodeid, flags, _t = self._handle(False, fh, path, ctx)
         if offset < 0:
             raise fuse_error(errno.EINVAL)
+        window = min(self.conn.max_read, max(self.conn.max_readahead, 4096))
+        if (not self.readahead or size <= 0 or size >= window
+                or (fh, nodeid) in self._no_ra):
+            return self._read(nodeid, fh, flags, size, offset, ctx)
+        key = (fh, nodeid)
+        with self._lock:
+            ra = self._ra.get(key)
+            if ra is not None and ra.changes != self._changes:
+                ra = None
+        if ra is not None and ra.start <= offset <= ra.start + len(ra.data):
+            skip = offset - ra.start
+            if skip + size <= len(ra.data) or ra.eof:
+                data = ra.data[skip:skip + size]
+                ra.next = offset + len(data)
+                return data
+        if offset != 0 and (ra is None or offset != ra.next):
+            # not sequential: as asked (the kernel's readahead also waits
+            # for a second sequential read)
+            data = self._read(nodeid, fh, flags, size, offset, ctx)
+            with self._lock:
+                self._ra[key] = _ReadAhead(self._changes, offset, b"", False,
+                                           offset + len(data))
+            return data
+        changes = self._changes
+        data = self._read(nodeid, fh, flags, window, offset, ctx)
+        with self._lock:
+            if changes == self._changes and len(self._ra) < 4096:
+                self._ra[key] = _ReadAhead(changes, offset, data,
+                                           len(data) < window,
+                                           offset + min(size, len(data)))
+        return data[:size]
+
+    def _open_flags(self, fh, nodeid, body, off) -> None:
+        """fuse_open_out.open_flags: no read-ahead for direct I/O or a
+        stream, as the kernel's page cache is not used for them."""
+        if len(body) >= off + 12:
+            oflags = OPEN_OUT.unpack_from(body, off)[1]
+            with self._lock:
+                if oflags & _NO_READAHEAD:
+                    self._no_ra.add((fh, nodeid))
+                else:
+                    self._no_ra.discard((fh, nodeid))
+
+    def _read(self, nodeid, fh, flags, size, offset, ctx) -> bytes:
         chunk = self.conn.max_read
         pieces = []
         while size > 0:
@@ -836,6 +977,7 @@ class WireOperations:
             return pieces[0]
         return b"".join(pieces)
 
+    @_changes
     @_op
     def write(self, path, data, offset, fh, *, ctx=None) -> int:
         """Write `data` at `offset` in WRITEs of at most write_chunk bytes;
@@ -871,7 +1013,9 @@ class WireOperations:
     def flush(self, path, fh, *, ctx=None):
         if self._no_flush:
             return
-        nodeid = self._handle(False, fh, path, ctx)[0]
+        nodeid, oflags, _t = self._handle(False, fh, path, ctx)
+        if oflags & os.O_ACCMODE != os.O_RDONLY:
+            self._changed()
         try:
             self._req(FUSE_FLUSH, nodeid, FLUSH_IN.pack(fh, 0, 0, 0), ctx)
         except OSError as e:
@@ -882,6 +1026,11 @@ class WireOperations:
     @_op
     def release(self, path, fh, flags=0, *, ctx=None):
         nodeid, oflags, _t = self._handle(False, fh, path, ctx)
+        with self._lock:
+            self._ra.pop((fh, nodeid), None)
+            self._no_ra.discard((fh, nodeid))
+        if oflags & os.O_ACCMODE != os.O_RDONLY:
+            self._changed()
         try:
             if not self._no_open:
                 self._req(FUSE_RELEASE, nodeid,
@@ -904,6 +1053,7 @@ class WireOperations:
                 raise
             self._no_fsync = True
 
+    @_changes
     @_op
     def fallocate(self, path, mode, offset, length, fh, *, ctx=None):
         nodeid = self._handle(False, fh, path, ctx)[0]
@@ -963,6 +1113,7 @@ class WireOperations:
         self._remember(key, entry, epoch)
         return entry.attr
 
+    @_changes
     @_op
     def mkdir(self, path, mode, *, umask=0, ctx=None):
         parent, name, key = self._new_name(path, ctx)
@@ -970,6 +1121,7 @@ class WireOperations:
                    fsname(name) + b"\0"]
         self._entry_op(key, FUSE_MKDIR, parent, payload, ctx)
 
+    @_changes
     @_op
     def mknod(self, path, mode, dev=0, *, umask=0, ctx=None):
         ftype = stat.S_IFMT(mode)
@@ -989,6 +1141,7 @@ class WireOperations:
         self._entry_op(key, FUSE_MKNOD, parent, [head, fsname(name) + b"\0"],
                        ctx)
 
+    @_changes
     @_op
     def symlink(self, target, source, *, ctx=None):
         """Create `target` (the new name), a symlink whose content is
@@ -999,6 +1152,7 @@ class WireOperations:
         payload = [fsname(name) + b"\0", fsname(source) + b"\0"]
         self._entry_op(key, FUSE_SYMLINK, parent, payload, ctx)
 
+    @_changes
     @_op
     def link(self, target, source, *, ctx=None):
         """Create `target` (the new name), a hard link to `source`."""
@@ -1024,14 +1178,17 @@ class WireOperations:
             raise
         self.drop(key)
 
+    @_changes
     @_op
     def unlink(self, path, *, ctx=None):
         self._remove(FUSE_UNLINK, path, ctx)
 
+    @_changes
     @_op
     def rmdir(self, path, *, ctx=None):
         self._remove(FUSE_RMDIR, path, ctx)
 
+    @_changes
     @_op
     def rename(self, old, new, flags=0, *, ctx=None):
         """RENAME, or RENAME2 when `flags` (RENAME_NOREPLACE=1,
@@ -1121,6 +1278,7 @@ class WireOperations:
         body = self._xattr_value(FUSE_LISTXATTR, path, None, ctx)
         return [os.fsdecode(n) for n in body.split(b"\0") if n]
 
+    @_changes
     @_op
     def setxattr(self, path, name, value, options=0, position=0, *, ctx=None):
         nodeid = self._node(path, ctx)
@@ -1134,6 +1292,7 @@ class WireOperations:
                 raise fuse_error(errno.EOPNOTSUPP) from None
             raise
 
+    @_changes
     @_op
     def removexattr(self, path, name, *, ctx=None):
         nodeid = self._node(path, ctx)

@@ -130,6 +130,12 @@ FUSE_GETATTR_FH = 1 << 0
 FUSE_FSYNC_FDATASYNC = 1 << 0
 
 # notify codes (unique == 0 messages from the daemon)
+# fuse_open_out.open_flags
+FOPEN_DIRECT_IO = 1 << 0
+FOPEN_KEEP_CACHE = 1 << 1
+FOPEN_NONSEEKABLE = 1 << 2
+FOPEN_STREAM = 1 << 4
+
 FUSE_NOTIFY_POLL = 1
 FUSE_NOTIFY_INVAL_INODE = 2
 FUSE_NOTIFY_INVAL_ENTRY = 3
@@ -383,25 +389,35 @@ def unpack_attr_out(body, minor: int) -> os.stat_result:
     return unpack_attr(body, ATTR_OUT_HEAD.size, minor)
 
 
+def unpack_attr_valid(body) -> float:
+    """attr_valid of a fuse_attr_out, in seconds: how long the attributes
+    may be used without asking again (0 for a short reply)."""
+    if len(body) < ATTR_OUT_HEAD.size:
+        return 0.0
+    sec, nsec, _dummy = ATTR_OUT_HEAD.unpack_from(body)
+    return sec + nsec / 1e9
+
+
 class EntryOut:
     """A decoded fuse_entry_out; `attr` is None for a negative entry."""
-    __slots__ = ("nodeid", "generation", "entry_valid", "attr")
+    __slots__ = ("nodeid", "generation", "entry_valid", "attr", "attr_valid")
 
-    def __init__(self, nodeid, generation, entry_valid, attr):
+    def __init__(self, nodeid, generation, entry_valid, attr, attr_valid=0.0):
         self.nodeid = nodeid
         self.generation = generation
         self.entry_valid = entry_valid      # seconds
         self.attr = attr
+        self.attr_valid = attr_valid        # seconds, for attr
 
 
 def unpack_entry_out(body, off: int, minor: int) -> EntryOut:
     """The fuse_entry_out at `off`."""
     if len(body) < off + ENTRY_HEAD.size:
         raise fuse_error(errno.EIO, "short entry reply")
-    nodeid, gen, ev, _av, evn, _avn = ENTRY_HEAD.unpack_from(body, off)
+    nodeid, gen, ev, av, evn, avn = ENTRY_HEAD.unpack_from(body, off)
     attr = (unpack_attr(body, off + ENTRY_HEAD.size, minor) if nodeid
             else None)
-    return EntryOut(nodeid, gen, ev + evn / 1e9, attr)
+    return EntryOut(nodeid, gen, ev + evn / 1e9, attr, av + avn / 1e9)
 
 
 def unpack_statfs(body) -> dict:
@@ -461,3 +477,20 @@ def unpack_inval_notify(code: int, body) -> Optional[tuple[int, bytes]]:
     else:
         return None
     return parent, name
+
+
+def opcode_name(opcode: int) -> str:
+    """"READ" for FUSE_READ (for request counts in the debug log)."""
+    for name, value in globals().items():
+        if (value == opcode and name.startswith("FUSE_") and isinstance(value, int)
+                and name[5:] in _OPCODE_WORDS):
+            return name[5:]
+    return str(opcode)
+
+
+_OPCODE_WORDS = frozenset(
+    "LOOKUP FORGET GETATTR SETATTR READLINK SYMLINK MKNOD MKDIR UNLINK RMDIR "
+    "RENAME LINK OPEN READ WRITE STATFS RELEASE FSYNC SETXATTR GETXATTR "
+    "LISTXATTR REMOVEXATTR FLUSH INIT OPENDIR READDIR RELEASEDIR FSYNCDIR "
+    "GETLK SETLK SETLKW ACCESS CREATE INTERRUPT BMAP DESTROY IOCTL POLL "
+    "BATCH_FORGET FALLOCATE READDIRPLUS RENAME2 LSEEK".split())

@@ -112,6 +112,8 @@ class FuseConnection:
         self._abandoned: dict[int, tuple[int, int, float]] = {}
         self._parked: dict[int, _Parked] = {}      # by owner
         self._uniques = itertools.count(2, 2)   # odd uniques are interrupts
+        #: requests sent, by opcode (the debug log shows them at the end)
+        self.counts: dict[int, int] = {}
         self._alive = True
         self._closing = False
         # every reply fits: data replies never exceed what we asked for
@@ -345,6 +347,7 @@ class FuseConnection:
             if not self._alive:
                 raise fuse_error(errno.ENOTCONN)
             self._pending[unique] = slot
+            self.counts[opcode] = self.counts.get(opcode, 0) + 1
         try:
             self._send([hdr] + parts, deadline)
         except BaseException:
@@ -495,10 +498,19 @@ class FuseConnection:
             except OSError:
                 return
 
+    def describe_counts(self) -> str:
+        """"READ 160, LOOKUP 12, ...": the requests sent so far."""
+        from .protocol import opcode_name
+        with self._lock:
+            counts = sorted(self.counts.items(), key=lambda kv: -kv[1])
+        return ", ".join(f"{opcode_name(op)} {n}" for op, n in counts) or "none"
+
     def destroy(self) -> None:
         """FUSE_DESTROY (the daemon flushes and closes its file system),
         wait for the reply (at most `timeout`), then shut the socket down
         and stop the reader.  Idempotent."""
+        if self.minor is not None and not self._closing:
+            log.debug("vufuse: requests sent: %s", self.describe_counts())
         if self._alive and self.minor is not None and not self._closing:
             self._closing = True
             try:

@@ -110,6 +110,9 @@ def fast_row(nr: int) -> ccore.FastRow | None:
     op = sc.op
     rewrite = 0 if path2 is not None or op in (None, "open") or \
         sc.name == "openat2" else {"stat": 1, "modify": 2}.get(op, 3)
+    if sc.name in ("access", "faccessat", "faccessat2"):
+        rewrite = 2     # below layers a service answers as a copy-up would
+
     return ccore.FastRow(ccore.FAST_PATH, path=none(path), at=none(at),
                          path2=none(path2), at2=none(at2), follow=follow,
                          follow_arg=follow_arg, empty=none(sc.empty),

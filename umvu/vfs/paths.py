@@ -21,7 +21,7 @@ from ..linux import (AT_FDCWD, O_CLOEXEC, O_NOFOLLOW, RESOLVE_BENEATH, RESOLVE_I
 from ..module import Answer, PathCall, Redirect
 from . import decode
 from .decode import signed32
-from .lower import LowerView
+from .lower import decorate, erofs, gather
 from .procfs import rooted
 from .state import OpenFile, ProcFs
 from .walk import MAGIC
@@ -30,6 +30,10 @@ NR_SOCKET = syscall_table.NR["socket"]
 NR_CONNECT = syscall_table.NR["connect"]
 NR_DUP3 = syscall_table.NR["dup3"]
 NR_CLOSE = syscall_table.NR["close"]
+#: the calls that report socket names, trapped in a process once it binds
+#: or connects to a socket the view renamed
+SOCKNAME_NRS = frozenset(syscall_table.NR[n] for n in (
+    "getsockname", "getpeername", "accept", "accept4", "recvfrom", "recvmsg"))
 
 
 class PathCalls:
@@ -37,6 +41,8 @@ class PathCalls:
         self.vfs = vfs
         self.services = vfs.services
         self.walker = vfs.walker
+        #: host path -> the view's name of a socket bound below a mount
+        self.socket_names: dict[bytes, bytes] = {}
 
     # ---- resolution and the redirect chain ---------------------------------------
     def start(self, stop, pfs: ProcFs, dirfd: int) -> tuple[str, bool] | None:
@@ -80,14 +86,14 @@ class PathCalls:
         while service is not None:
             call.path = path
             self.vfs.answered(stop, service)
-            answer = service.path_call(call)
+            answer = erofs(service, call) or service.path_call(call)
             if not isinstance(answer, Redirect):
                 if isinstance(answer, Answer):
                     answer.service = service
+                    # served below redirects: with what those show instead
+                    return decorate(answer, final)
                 return answer
-            final.listing = final.listing or answer.listing
-            final.meta = final.meta or answer.meta
-            final.trap_fd = final.trap_fd or answer.trap_fd
+            gather(final, answer)
             path = final.path = answer.path
             service = self.services.for_path(path, service.epoch)
         return final
@@ -310,14 +316,22 @@ class PathCalls:
             return None
         call = decode.path_call(sc.name, op, res1.path, 0, args, decode.caller(stop))
         call.path2 = res2.path
-        answer = service.path_call(call)
-        if not isinstance(answer, Redirect):
-            return answer
-        lower = LowerView(self.services, service.epoch)
-        host1 = lower.real(answer.path, op, name=sc.name)
-        host2 = lower.real(answer.path2, "create", name=sc.name)
-        self.rewrite(stop, sc.path, host1, sc.at)
-        self.rewrite(stop, sc.path2, host2, sc.at2)
+        # the redirect chain of two paths: both must reach the same older
+        # service (which gets the call with both), or both the host
+        while service is not None:
+            self.vfs.answered(stop, service)
+            answer = service.path_call(call)
+            if not isinstance(answer, Redirect):
+                return answer if isinstance(answer, int) else -errno.EXDEV
+            if answer.path2 is None:
+                return -errno.EXDEV
+            call.path, call.path2 = answer.path, answer.path2
+            older = self.services.for_path(answer.path, service.epoch)
+            if older is not self.services.for_path(answer.path2, service.epoch):
+                return -errno.EXDEV     # as the kernel across mount points
+            service = older
+        self.rewrite(stop, sc.path, call.path, sc.at)
+        self.rewrite(stop, sc.path2, call.path2, sc.at2)
         return None
 
     # ---- the process's cwd and root ---------------------------------------------------
@@ -395,7 +409,73 @@ class PathCalls:
         new = struct.pack("H", socket.AF_UNIX) + host + b"\0"
         stop.set_arg(1, stop.scratch(new))
         stop.set_arg(2, len(new))
+        given = raw[2:].split(b"\0", 1)[0]
+        if host != given:
+            # the kernel now names the socket by its host path: the calls
+            # that report socket names show the view's name instead
+            name = given if op == "create" else os.fsencode(res.path)
+            def named(result):
+                if op == "create" and result != 0:
+                    return None
+                if op == "create" or host not in self.socket_names:
+                    self.socket_names[host] = name
+                if not getattr(stop.process, "sockname_watch", False):
+                    stop.process.sockname_watch = True
+                    stop.tighten(SOCKNAME_NRS)
+                return None
+            stop.on_exit(named)
         return None
+
+    # ---- ... and reported: the host names of sockets the view renamed -------
+    def _view_sockaddr(self, stop, addr: int, lenp: int, size: int) -> None:
+        """At the exit of a call that wrote a peer's or its own address:
+        a host path the view renamed (bind, connect below a mount) is
+        replaced by the view's name (the one given to bind)."""
+        if not addr or not lenp or size <= 2:
+            return
+        try:
+            length = struct.unpack("I", stop.read(lenp, 4))[0]
+            data = stop.read(addr, min(length, size))
+        except OSError:
+            return
+        if len(data) <= 2 or struct.unpack_from("H", data)[0] != socket.AF_UNIX:
+            return
+        view = self.socket_names.get(data[2:].split(b"\0", 1)[0])
+        if view is None:
+            return
+        new = struct.pack("H", socket.AF_UNIX) + view + b"\0"
+        stop.write(addr, new[:size])
+        stop.write(lenp, struct.pack("I", len(new)))
+
+    def _names_at_exit(self, stop, addr: int, lenp: int) -> None:
+        if not addr or not lenp or not self.socket_names:
+            return
+        try:
+            size = struct.unpack("I", stop.read(lenp, 4))[0]
+        except OSError:
+            return
+        def done(result):
+            if result >= 0:
+                self._view_sockaddr(stop, addr, lenp, size)
+            return None
+        stop.on_exit(done)
+
+    def sys_getsockname(self, stop, pfs, sc):
+        self._names_at_exit(stop, stop.args[1], stop.args[2])
+
+    sys_getpeername = sys_accept = sys_accept4 = sys_getsockname
+
+    def sys_recvfrom(self, stop, pfs, sc):
+        self._names_at_exit(stop, stop.args[4], stop.args[5])
+
+    def sys_recvmsg(self, stop, pfs, sc):
+        if not self.socket_names or not stop.args[1]:
+            return None
+        try:
+            name = struct.unpack("Q", stop.read(stop.args[1], 8))[0]
+        except OSError:
+            return None
+        self._names_at_exit(stop, name, stop.args[1] + 8)   # msg_name, msg_namelen
 
     def sys_bind(self, stop, pfs, sc):
         return self._sockaddr(stop, pfs, sc, "create")

@@ -14,14 +14,21 @@ import struct
 
 from .. import creds
 from ..linux import (F_GETFL, F_SETFL, MAP_SHARED, O_ACCMODE, O_APPEND, O_CLOEXEC,
-                     O_DIRECTORY, O_NONBLOCK, O_RDWR, O_WRONLY, PROT_WRITE, SEEK_CUR,
+                     O_DIRECTORY, O_NONBLOCK, O_PATH, O_RDWR, O_WRONLY, PROT_WRITE, SEEK_CUR,
                      SEEK_DATA, SEEK_END, SEEK_HOLE, SEEK_SET)
-from ..module import Caller, PathCall
+from ..module import Answer, Caller, PathCall, Redirect
 from . import decode
+from .lower import LowerView
 from .state import OpenFile
 
 log = logging.getLogger("umvu")
 MAX_IO = 1 << 24            # one call moves at most this much
+
+
+def _id(value: int) -> int:
+    """A chown id for os.lchown: -1 for unchanged."""
+    value = decode.unchanged(value)
+    return -1 if value is None else value
 
 
 def _readable(entry) -> bool:
@@ -68,6 +75,9 @@ class ServedCalls:
         # the placeholder: an empty file, or an empty directory so that
         # fchdir works natively
         is_dir = getattr(answer.value, "is_dir", False)
+        if flags & O_DIRECTORY and not is_dir:
+            answer.value.release()      # as the kernel: only a directory
+            return -errno.ENOTDIR
         self._placeholders += 1
         ph = os.path.join(self.vfs.view.tmpdir, f"served-{self._placeholders}")
         if is_dir:
@@ -75,7 +85,8 @@ class ServedCalls:
         else:
             open(ph, "wb").close()
         give(ph, stop)
-        ph_flags = (O_DIRECTORY if is_dir else O_RDWR) | (flags & O_CLOEXEC)
+        ph_flags = (O_DIRECTORY if is_dir else O_PATH if flags & O_PATH else O_RDWR) \
+            | (flags & O_CLOEXEC)
         self.vfs.paths.rewrite(stop, pidx, ph, atidx)
         flag_at = {"open": 1, "openat": 2}.get(name)
         if flag_at is not None:
@@ -286,21 +297,36 @@ class ServedCalls:
         info = self._ask(entry, PathCall("fstatfs", "stat", entry.path))
         if isinstance(info, int):
             return info
+        if isinstance(info, Redirect):
+            vfs = os.statvfs(info.path)
+            info = Answer("stat", {k: getattr(vfs, k) for k in dir(vfs)
+                                   if k.startswith("f_")})
         stop.write(stop.args[1], decode.pack_statfs(info.value))
         return 0
 
     # ---- metadata through the descriptor: the service's path calls ------------
-    @staticmethod
-    def _ask(entry, call):
+    def _ask(self, entry, call):
+        """The path call on the file's name in the view, down the redirect
+        chain (a file served below a cow: its change is the cow's)."""
         call.name = "statfs" if call.name == "fstatfs" else call.name
-        return entry.service.path_call(call)
+        return LowerView(self.vfs.services, float("inf")).chain(call)
 
     def fd_modify(self, stop, entry, name, **fields):
-        call = PathCall(name, "modify", entry.path,
-                        caller=Caller(stop.process.pid, stop.tid))
+        caller = Caller(stop.process.pid, stop.tid)
+        call = PathCall(name, "modify", entry.path, caller=caller)
         for key, value in fields.items():
             setattr(call, key, value)
         answer = self._ask(entry, call)
+        if isinstance(answer, Redirect) and name in ("chmod", "chown"):
+            with caller.acting_as():    # a copy made above: change it
+                try:
+                    if name == "chmod":
+                        os.chmod(answer.path, call.mode)
+                    else:
+                        os.lchown(answer.path, _id(call.uid), _id(call.gid))
+                except OSError as exc:
+                    return -(exc.errno or errno.EIO)
+            return 0
         return answer if isinstance(answer, int) else -errno.EOPNOTSUPP
 
     def sys_fchmod(self, stop, entry):
