@@ -116,7 +116,6 @@ int umvu_spawn(const char *path, char *const argv[], char *const envp[],
         close(go[1]);
         close(sock[0]);
         keep_only_stdio_and(go[0], sock[1]);
-        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
         for (int i = 0; i < nsigs; i++)
             signal(default_sigs[i], SIG_DFL);
         sigset_t none;
@@ -135,6 +134,11 @@ int umvu_spawn(const char *path, char *const argv[], char *const envp[],
         if (e < 0)
             child_fail("seccomp listener", -e);
         close(lfd);
+        /* seizable from here on (the exec would make it so anyway): only
+         * now that it holds nothing of the hypervisor's, its own listener
+         * included; the parent seizes once it reads this */
+        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+        (void)!write(sock[1], "", 1);
         close(sock[1]);
         while (read(go[0], &c, 1) < 0 && errno == EINTR)
             ;                   /* the parent has seized us (if it would) */
@@ -147,6 +151,11 @@ int umvu_spawn(const char *path, char *const argv[], char *const envp[],
     close(go[0]);
     close(sock[1]);
     *listener = recv_fd(sock[0]);  /* before seizing: the child may not stop */
+    if (*listener >= 0) {
+        char ready;             /* the child is dumpable (or gone) */
+        while (read(sock[0], &ready, 1) < 0 && errno == EINTR)
+            ;
+    }
     close(sock[0]);
     if (*listener >= 0 && ptrace_options &&
         ptrace(PTRACE_SEIZE, pid, 0, (void *)ptrace_options) < 0) {
