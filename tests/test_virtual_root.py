@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import NOBODY
+from conftest import NOBODY, VENV_BIN
 
 SBIN = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -34,7 +34,7 @@ def area(request, run_umvu):
 
 def session(run_umvu, script: str, opts=("-N",), timeout=120):
     return run_umvu(textwrap.dedent(script), user=NOBODY, opts=opts, timeout=timeout,
-                    extra_env={"PATH": f"{os.environ.get('PATH', '')}:{SBIN}"})
+                    extra_env={"PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}:{SBIN}"})
 
 
 def lines_of(out: str) -> dict:
