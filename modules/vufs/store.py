@@ -107,19 +107,20 @@ class Store:
 
     # ---- whiteouts ---------------------------------------------------------
     def deleted(self, rel: str) -> bool:
-        """True when rel or one of its ancestors was deleted."""
+        """True when rel or one of its ancestors was deleted.
+
+        A read, asked at every lookup below the mount: one fstatat from the
+        store's descriptor. A link planted below the store could only make
+        a name look deleted or not (no write follows one; see _parent)."""
         if self.fd is None:
             return False
         try:
-            fd = _beneath(self.fd, rel.lstrip("/") or ".", os.O_PATH)
+            st = os.stat(rel.lstrip("/") or ".", dir_fd=self.fd, follow_symlinks=False)
         except NotADirectoryError:
             return True                 # an ancestor is a whiteout file
         except OSError:
             return False
-        try:
-            return stat.S_ISREG(os.fstat(fd).st_mode)
-        finally:
-            os.close(fd)
+        return stat.S_ISREG(st.st_mode)
 
     def whiteout(self, rel: str) -> None:
         fd, name = self._parent(rel, create=True)
@@ -168,17 +169,13 @@ class Store:
 
     # ---- metadata ------------------------------------------------------------
     def meta(self, rel: str) -> dict:
-        try:
-            fd, name = self._parent(rel)
+        if self.fd is None:
+            return {}
+        try:                            # a read: as deleted(), one call
+            mfd = os.open(rel.lstrip("/") + META_SUFFIX, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK |
+                          os.O_CLOEXEC, dir_fd=self.fd)
         except OSError:
             return {}
-        try:
-            mfd = os.open(name + META_SUFFIX, os.O_RDONLY | os.O_NOFOLLOW |
-                          os.O_CLOEXEC, dir_fd=fd)
-        except OSError:
-            return {}
-        finally:
-            os.close(fd)
         with os.fdopen(mfd) as f:
             lines = f.read().split("\n")
         out = {}
