@@ -790,17 +790,23 @@ class WireOperations:
 
     @_op
     def fsyncdir(self, path, datasync, fh, *, ctx=None):
-        if self._no_fsyncdir:
+        self._sync(True, path, datasync, fh, ctx)
+
+    def _sync(self, is_dir: bool, path, datasync, fh, ctx) -> None:
+        """FSYNC or FSYNCDIR; a daemon that answers ENOSYS is not asked
+        again (as the kernel does)."""
+        unsupported = "_no_fsyncdir" if is_dir else "_no_fsync"
+        if getattr(self, unsupported):
             return
-        nodeid = self._handle(True, fh, path, ctx)[0]
+        nodeid = self._handle(is_dir, fh, path, ctx)[0]
         try:
-            self._req(FUSE_FSYNCDIR, nodeid,
+            self._req(FUSE_FSYNCDIR if is_dir else FUSE_FSYNC, nodeid,
                       FSYNC_IN.pack(fh, FUSE_FSYNC_FDATASYNC if datasync else 0,
                                     0), ctx)
         except OSError as e:
             if e.errno != errno.ENOSYS:
                 raise
-            self._no_fsyncdir = True
+            setattr(self, unsupported, True)
 
     # -- files ------------------------------------------------------------------
 
@@ -1041,17 +1047,7 @@ class WireOperations:
 
     @_op
     def fsync(self, path, datasync, fh, *, ctx=None):
-        if self._no_fsync:
-            return
-        nodeid = self._handle(False, fh, path, ctx)[0]
-        try:
-            self._req(FUSE_FSYNC, nodeid,
-                      FSYNC_IN.pack(fh, FUSE_FSYNC_FDATASYNC if datasync else 0,
-                                    0), ctx)
-        except OSError as e:
-            if e.errno != errno.ENOSYS:
-                raise
-            self._no_fsync = True
+        self._sync(False, path, datasync, fh, ctx)
 
     @_changes
     @_op

@@ -31,22 +31,8 @@ class LowerView:
         and trap_fd gathered on the way), an Answer (its `service` set), or
         an int. A redirect to a path an older service owns reaches that
         service's path_call with the redirected path."""
-        path, before = call.path, self.epoch
-        final = Redirect(path)
-        while True:
-            service = self.services.for_path(path, before)
-            if service is None:
-                return final
-            call.path = path
-            answer = erofs(service, call) or service.path_call(call)
-            if not isinstance(answer, Redirect):
-                if isinstance(answer, Answer):
-                    answer.service = service
-                    return decorate(answer, final)
-                return answer
-            gather(final, answer)
-            path = final.path = answer.path
-            before = service.epoch
+        return follow_chain(self.services, call, call.path,
+                            self.services.for_path(call.path, self.epoch))
 
     def _ask(self, name: str, op: str, path: str, flags: int = 0, mode: int = 0):
         answer = self.chain(PathCall(name, op, path, flags=flags, mode=mode,
@@ -209,6 +195,30 @@ class ServedReader:
 
 
 ACCESS_CALLS = ("access", "faccessat", "faccessat2")
+
+
+def follow_chain(services, call: PathCall, path: str, service, on_service=None):
+    """The redirect chain from `service` (the newest owner of path) down:
+    each service answers, or redirects to a path of its older view, whose
+    owner answers next. A Redirect to a host path at the end (listing, meta
+    and trap_fd gathered on the way), an Answer (its `service` set, with
+    what the redirects above it show instead), or an int.
+    on_service(service) hears of each service asked (--trace)."""
+    final = Redirect(path)
+    while service is not None:
+        call.path = path
+        if on_service is not None:
+            on_service(service)
+        answer = erofs(service, call) or service.path_call(call)
+        if not isinstance(answer, Redirect):
+            if isinstance(answer, Answer):
+                answer.service = service
+                return decorate(answer, final)
+            return answer
+        gather(final, answer)
+        path = final.path = answer.path
+        service = services.for_path(path, service.epoch)
+    return final
 
 
 def erofs(service, call) -> int:

@@ -21,7 +21,7 @@ from ..linux import (AT_FDCWD, O_CLOEXEC, O_NOFOLLOW, RESOLVE_BENEATH, RESOLVE_I
 from ..module import Answer, PathCall, Redirect
 from . import decode
 from .decode import signed32
-from .lower import decorate, erofs, gather
+from .lower import follow_chain
 from .procfs import rooted
 from .state import OpenFile, ProcFs
 from .walk import MAGIC
@@ -81,22 +81,8 @@ class PathCalls:
     def final(self, stop, res, call: PathCall):
         """Walk the redirect chain: a Redirect to a host path, an Answer, or
         an int."""
-        path, service = res.path, res.service
-        final = Redirect(path)
-        while service is not None:
-            call.path = path
-            self.vfs.answered(stop, service)
-            answer = erofs(service, call) or service.path_call(call)
-            if not isinstance(answer, Redirect):
-                if isinstance(answer, Answer):
-                    answer.service = service
-                    # served below redirects: with what those show instead
-                    return decorate(answer, final)
-                return answer
-            gather(final, answer)
-            path = final.path = answer.path
-            service = self.services.for_path(path, service.epoch)
-        return final
+        return follow_chain(self.services, call, res.path, res.service,
+                            lambda service: self.vfs.answered(stop, service))
 
     @staticmethod
     def rewrite(stop, index: int, path: str, at_index: int | None) -> None:
