@@ -176,6 +176,45 @@ def test_monotonic_sleep(run_umvu):
     assert 0.9 < slept < 2.0 and 0.9 < selected < 2.0, lines
 
 
+TIMERFD_PY = r"""
+import ctypes, struct, time
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.timerfd_create(1, 0)                  # CLOCK_MONOTONIC
+spec = struct.pack("qqqq", 0, 0, 2, 0)          # interval 0, value 2 s
+a = time.monotonic()
+assert libc.timerfd_settime(fd, 0, spec, None) == 0
+cur = ctypes.create_string_buffer(32)
+libc.timerfd_gettime(fd, cur)
+left = struct.unpack("qqqq", cur.raw)
+import os
+os.read(fd, 8)                                  # blocks until it fires
+print(left[2] + left[3] / 1e9, time.monotonic() - a)
+"""
+
+
+def test_monotonic_timerfd(run_umvu, tmp_path):
+    """-o monotonic paces timerfd too: 2 s at frequency 2 fire after about
+    1 s of real time; timerfd_gettime tells the time left in the view's."""
+    (tmp_path / "tfd.py").write_text(TIMERFD_PY)
+    res = run_umvu(textwrap.dedent(f"""\
+        set -e
+        vu_insmod vumisc
+        vumount -t vumisctime -o monotonic none /mnt
+        echo 2 > /mnt/frequency
+        ua=$(cut -d' ' -f1 /proc/uptime)
+        python3 {tmp_path}/tfd.py
+        ub=$(cut -d' ' -f1 /proc/uptime)
+        echo "$ua $ub"
+        """))
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    left, seen = (float(x) for x in lines[0].split())
+    ua, ub = (float(x) for x in lines[1].split())
+    assert 1.5 < left <= 2.0, lines             # in the view's seconds
+    assert 1.6 < seen < 3.0, lines              # the view's clock
+    assert 0.6 < ub - ua < 2.0, lines           # real time
+
+
 def test_bad_input(run_umvu, user):
     """Bad values fail the shell's write with EINVAL and a clear line; the
     settings keep their values and the view goes on."""

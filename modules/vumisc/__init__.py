@@ -190,6 +190,47 @@ class Vumisc(Module):
             call.on_exit(lambda result: self._itimer_out(call, t, old) if result == 0 else None)
         return KERNEL
 
+    # timerfd and POSIX timers: struct itimerspec (interval, value), two
+    # timespecs of durations unless the flags say TIMER_ABSTIME (an instant
+    # on the timer's own clock, which the view does not follow: left alone)
+    @syscall("timerfd_settime", "timer_settime")
+    def timer_settime(self, call):
+        t = self._paced()
+        if t is None or call.args[1] & TIMER_ABSTIME:
+            return KERNEL
+        new, old = call.args[2], call.args[3]
+        if new:
+            values = struct.unpack("qqqq", call.read(new, 32))
+            out = []
+            for sec, nsec in (values[:2], values[2:]):
+                if sec < 0 or not 0 <= nsec < NS:
+                    return KERNEL       # EINVAL from the kernel
+                out += list(divmod(t.to_real(sec * NS + nsec), NS)) if sec or nsec \
+                    else [0, 0]         # 0 disarms: it stays 0
+            call.set_arg(2, call.scratch(struct.pack("qqqq", *out)))
+        if old:
+            call.on_exit(lambda result: self._itimerspec_out(call, t, old)
+                         if result == 0 else None)
+        return KERNEL
+
+    @syscall("timerfd_gettime", "timer_gettime")
+    def timer_gettime(self, call):
+        t = self._paced()
+        if t is None or not call.args[1]:
+            return KERNEL
+        addr = call.args[1]
+        call.on_exit(lambda result: self._itimerspec_out(call, t, addr)
+                     if result == 0 else None)
+        return KERNEL
+
+    def _itimerspec_out(self, call, t, addr: int) -> None:
+        """The kernel wrote a struct itimerspec of real time at addr."""
+        values = struct.unpack("qqqq", call.read(addr, 32))
+        out = []
+        for sec, nsec in (values[:2], values[2:]):
+            out += list(divmod(t._scale(sec * NS + nsec), NS))
+        call.write(addr, struct.pack("qqqq", *out))
+
     @syscall("getitimer")
     def getitimer(self, call):
         t = self._paced()
