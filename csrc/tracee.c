@@ -58,13 +58,22 @@ static long mem_fallback(int tid, unsigned long addr, void *buf,
     return r;
 }
 
+/* process_vm_readv/writev honour the tracee's page protections, as the
+ * kernel's own copies do: a PROT_NONE or read-only page is EFAULT, never
+ * written through (/proc/PID/mem would). The /proc fallback is only for
+ * kernels or sandboxes without process_vm_* (ENOSYS, EPERM). */
+static int no_process_vm(int err)
+{
+    return err == ENOSYS || err == EPERM;
+}
+
 long umvu_read(int tid, unsigned long addr, void *buf, unsigned long len)
 {
     struct iovec local = { buf, len }, remote = { (void *)addr, len };
     long r = process_vm_readv(tid, &local, 1, &remote, 1, 0);
     if (r >= 0)
         return r;
-    return mem_fallback(tid, addr, buf, len, 0);
+    return no_process_vm(errno) ? mem_fallback(tid, addr, buf, len, 0) : -errno;
 }
 
 long umvu_write(int tid, unsigned long addr, const void *buf, unsigned long len)
@@ -73,8 +82,10 @@ long umvu_write(int tid, unsigned long addr, const void *buf, unsigned long len)
     long r = process_vm_writev(tid, &local, 1, &remote, 1, 0);
     if (r == (long)len)
         return r;
-    /* read-only pages (e.g. code) or a partial write: /proc/PID/mem can */
-    return mem_fallback(tid, addr, (void *)buf, len, 1);
+    if (r >= 0)
+        return -EFAULT;             /* ran into a page it may not write */
+    return no_process_vm(errno) ? mem_fallback(tid, addr, (void *)buf, len, 1)
+                                : -errno;
 }
 
 /* Read a NUL-terminated string, page by page so that a string ending just

@@ -1013,3 +1013,87 @@ def test_memfs_opened_by_another_uid(run_umvu, area):
     assert v["nobody"] == "served by memfs", show(res)
     assert v["nobody_write"] == "0" and "mine\n" in res.stdout, show(res)
     assert v["root_sees"] == "served by memfs appended mine ", show(res)
+
+
+# ---------------------------------------------------------------------------
+# descriptor-based changes to a lower file: AT_EMPTY_PATH forms and chattr
+
+EMPTY_PATH_PY = r"""
+import ctypes, fcntl, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+fd = os.open(sys.argv[1], os.O_RDONLY)
+def res(r):
+    return "ok" if r == 0 else os.strerror(ctypes.get_errno())
+AT_EMPTY_PATH = 0x1000
+print("fchmodat2=" + res(libc.syscall(452, fd, b"", 0o600, AT_EMPTY_PATH)))
+print("fchownat=" + res(libc.syscall(260, fd, b"", os.getuid(), os.getgid(), AT_EMPTY_PATH)))
+ts = (ctypes.c_long * 4)(1000000000, 0, 1000000000, 0)
+print("utimensat=" + res(libc.syscall(280, fd, b"", ts, AT_EMPTY_PATH)))
+try:
+    fcntl.ioctl(fd, 0x40086602, struct.pack("i", 0x80))    # FS_IOC_SETFLAGS, noatime
+    print("chattr=ok")
+except OSError as exc:
+    print("chattr=" + exc.strerror)
+st = os.stat(sys.argv[1])
+print("view=%o %d" % (st.st_mode & 0o777, st.st_mtime))
+"""
+
+
+@pytest.mark.parametrize("user", [None, NOBODY], ids=["root", "nobody"])
+def test_empty_path_changes_copy_up(run_umvu, area, user):
+    """fchmodat2/fchownat/utimensat(fd, "", AT_EMPTY_PATH) on a descriptor
+    of a lower file change the copy, as fchmod does; chattr's ioctl on it
+    is refused. The lower file keeps its mode, times and flags."""
+    cow, lower = mkdirs(area, "cow", "lower")
+    f = put(lower / "f", "data\n")
+    before = (f.stat().st_mode, f.stat().st_mtime_ns)
+    (area / "ep.py").write_text(EMPTY_PATH_PY)
+    res = vu(run_umvu, f"""
+        vu_insmod vufs || exit 90
+        vumount -t vufs -o cow {cow} {lower} || exit 91
+        python3 {area}/ep.py {lower}/f
+    """, user=user)
+    assert res.returncode == 0, show(res)
+    v = values(res.stdout)
+    assert v["fchmodat2"] == v["fchownat"] == v["utimensat"] == "ok", show(res)
+    assert v["chattr"] == "Operation not permitted", show(res)
+    assert v["view"] == "600 1000000000", show(res)
+    assert (f.stat().st_mode, f.stat().st_mtime_ns) == before
+    assert f.read_text() == "data\n"
+    lsattr = subprocess.run(["lsattr", str(f)], capture_output=True, text=True)
+    if lsattr.returncode == 0:          # where the file system has flags
+        assert "A" not in lsattr.stdout.split()[0], lsattr.stdout
+
+
+PROTECT_PY = r"""
+import ctypes, errno, mmap
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_int, ctypes.c_long]
+def page(prot):
+    return libc.mmap(None, 4096, prot, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+ro, none = page(mmap.PROT_READ), page(0)          # PROT_NONE
+def call(name, nr, *args):
+    r = libc.syscall(ctypes.c_long(nr), *args)
+    print(name + "=" + (errno.errorcode.get(ctypes.get_errno(), "?") if r < 0 else "ok"))
+call("getresuid_ro", 118, ctypes.c_void_p(ro), ctypes.c_void_p(ro), ctypes.c_void_p(ro))
+call("stat_none", 4, ctypes.c_void_p(none), ctypes.c_void_p(ro))
+print("ro_still_zero=" + str(ctypes.string_at(ro, 12) == bytes(12)))
+"""
+
+
+def test_memory_protections_are_honoured(run_umvu, area):
+    """A result written to a read-only page, a path read from a PROT_NONE
+    one: EFAULT, as the kernel's own copies; the page is not written."""
+    (area / "prot.py").write_text(PROTECT_PY)
+    res = vu(run_umvu, f"""
+        vu_insmod unrealuidgid vufs || exit 90
+        python3 {area}/prot.py
+    """)
+    assert res.returncode == 0, show(res)
+    v = values(res.stdout)
+    assert v == {"getresuid_ro": "EFAULT", "stat_none": "EFAULT",
+                 "ro_still_zero": "True"}, show(res)

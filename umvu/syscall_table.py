@@ -323,7 +323,7 @@ _TABLE = """
 277 sync_file_range fd
 278 vmsplice        fd
 279 move_pages      never
-280 utimensat       path at=0 path=1 nofollow=at:3 op=modify times=2
+280 utimensat       path at=0 path=1 nofollow=at:3 empty=3 op=modify times=2
 281 epoll_pwait     fd
 282 signalfd        fdnew
 283 timerfd_create  time
@@ -417,10 +417,10 @@ _TABLE = """
 460 lsm_set_self_attr kernel
 461 lsm_list_modules kernel
 462 mseal           never
-463 setxattrat      path at=0 path=1 nofollow=at:2 op=modify
+463 setxattrat      path at=0 path=1 nofollow=at:2 empty=2 op=modify
 464 getxattrat      path at=0 path=1 nofollow=at:2 op=stat
 465 listxattrat     path at=0 path=1 nofollow=at:2 op=stat
-466 removexattrat   path at=0 path=1 nofollow=at:2 op=modify
+466 removexattrat   path at=0 path=1 nofollow=at:2 empty=2 op=modify
 467 open_tree_attr  mount
 468 file_getattr    path at=0 path=1 nofollow=at:4 op=stat
 469 file_setattr    path at=0 path=1 nofollow=at:4 op=modify

@@ -18,12 +18,15 @@ from . import decode
 from .decode import signed32
 from .state import OpenFile, ProcFs
 
+#: FS_IOC_SETFLAGS (and its 32-bit twin), FS_IOC_FSSETXATTR: chattr's ioctls
+INODE_IOCTLS = frozenset({0x40086602, 0x40046602, 0x401c5820})
+
 #: what a process traps once it holds a descriptor the view must watch
 ALL_FD_CALLS = frozenset(sc.nr for sc in syscall_table.TABLE
                          if sc.family in ("fd", "fdmeta", "fdattr"))
 #: ... once it holds a file whose metadata changes the view must see
 META_FD_CALLS = frozenset(sc.nr for sc in syscall_table.TABLE
-                          if sc.family == "fdattr" or sc.name == "fstat")
+                          if sc.family == "fdattr" or sc.name in ("fstat", "ioctl"))
 WATCH_META, WATCH_ALL = 1, 2
 
 
@@ -90,7 +93,14 @@ class FdMirror:
     # ---- the descriptor table ------------------------------------------------------
     def sys_close(self, stop, pfs, sc):
         fd = signed32(stop.args[0])
-        if self.get(stop, pfs, fd) is not None:
+        entry = self.get(stop, pfs, fd)
+        if entry is not None and entry.refs == 1 and entry.served is not None and \
+                entry.private.get("ph_fd") is not None and entry.service.blocking:
+            # the last close of a mapped served file writes the mapping back
+            # through a daemon: the close ends after it (on a worker), so a
+            # read that follows sees the data
+            entry.service.may_wait()
+        if entry is not None:
             pfs.files.drop(fd)
             self.vfs.feeder.changed(pfs)
         return None
@@ -190,6 +200,37 @@ class FdMirror:
         return entry.service.fd_modify(entry.path, change, decode.caller(stop))
 
     sys_fchmod = sys_fchown = sys_fsetxattr = sys_fremovexattr = _fd_modify
+
+    def empty_path_modify(self, stop, pfs, sc, entry):
+        """A path-form change with AT_EMPTY_PATH on a watched descriptor:
+        what the descriptor form of the same change would do."""
+        if not isinstance(entry.service, PathService):
+            return None
+        args = stop.args
+        if sc.name == "utimensat":
+            return self.fd_redirect(stop, pfs, args[0], 1, 0)
+        if sc.mode is not None:             # fchmodat, fchmodat2
+            change = FdChange("chmod", mode=args[sc.mode] & 0o7777)
+        elif sc.uid is not None:            # fchownat
+            change = FdChange("chown", uid=decode.unchanged(args[sc.uid]),
+                              gid=decode.unchanged(args[sc.gid]))
+        elif sc.name in ("setxattrat", "removexattrat"):
+            change = FdChange(sc.name[:-2], xattr=decode.read_path(stop, args[3]))
+        else:
+            return -errno.EPERM             # file_setattr & co: not on a lower file
+        return entry.service.fd_modify(entry.path, change, decode.caller(stop))
+
+    def sys_ioctl(self, stop, pfs, sc):
+        """chattr on a watched descriptor would change the inode it refers
+        to, a lower layer's file (or one whose metadata the view keeps):
+        refused, as a read-only file system would. Other ioctls run."""
+        request = stop.args[1] & 0xffffffff
+        if request not in INODE_IOCTLS:
+            return None
+        entry = self.get(stop, pfs, signed32(stop.args[0]))
+        if entry is None or entry.served is not None:
+            return None
+        return -errno.EPERM
 
     def fd_redirect(self, stop, pfs, fd: int, path_at: int, at_at: int):
         """An fd call that would change a lower-layer file (futimens): make it

@@ -115,6 +115,11 @@ class PathCalls:
                 return self.vfs.served.fstatat_empty(stop, entry, name)
             if entry is not None and entry.meta and sc.stat_layout:
                 decode.patch_on_exit(stop, name, entry.meta)
+            if entry is not None and entry.served is None and call.op == "modify":
+                # fchmodat2/fchownat/utimensat/setxattrat(fd, "", AT_EMPTY_PATH)
+                # on a watched descriptor (a lower layer's file): as the
+                # descriptor calls do, the service decides (a copy-up)
+                return self.vfs.fds.empty_path_modify(stop, pfs, sc, entry)
             return None                 # the fd itself: a real descriptor
         op, flags = call.op, call.flags
         # a trailing slash follows a last symlink, but not for calls that

@@ -11,6 +11,7 @@ import errno
 import logging
 import os
 import struct
+import threading
 
 from .. import creds
 from ..linux import (F_GETFL, F_SETFL, MAP_SHARED, O_ACCMODE, O_APPEND, O_CLOEXEC,
@@ -125,10 +126,11 @@ class ServedCalls:
             finally:
                 if ph is not None:
                     os.close(ph)
-        if entry.service is not None and entry.service.blocking:
+        if entry.service is not None and entry.service.blocking and \
+                threading.current_thread() is threading.main_thread():
             self.vfs.view.submit(release)       # it may wait for a daemon
         else:
-            release()
+            release()                           # (on a worker: it may wait)
 
     # ---- data ----------------------------------------------------------------
     def _read_into(self, stop, entry, buf: int, size: int, offset: int) -> int:
