@@ -348,6 +348,11 @@ class Service:
         """False lets an older service (or the kernel) answer for path."""
         return True
 
+    def settings(self) -> dict[str, str]:
+        """What `umvu --dump` saves with this mount beyond its mount line:
+        setting -> current value (vumisc: nodename, frequency...)."""
+        return {}
+
     def may_wait(self) -> None:
         """Call before waiting for anything: raises WouldBlock on the
         tracer's thread, so the call moves to a worker thread."""
@@ -389,6 +394,11 @@ class Module:
 
     def exec_state(self, state: Any) -> Any:
         return state
+
+    def dump_state(self, state: Any) -> dict[str, str]:
+        """What `umvu --dump` saves of a process's state in this module, as
+        view-file settings (vunet: {"stack": path})."""
+        return {}
 
     def mount(self, request: MountRequest) -> Service | None:
         """Called for `vumount -t TYPE` where this module's name is a prefix

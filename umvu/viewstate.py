@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 
+from .module import Caller
+
 #: mount(2) flags written back as -o words (ro is `-r`)
 FLAG_WORDS = {2: "nosuid", 4: "nodev", 8: "noexec", 16: "sync", 128: "dirsync",
               1024: "noatime", 2048: "nodiratime", 1 << 21: "relatime",
@@ -30,7 +32,10 @@ def describe(view, pid: int) -> dict:
                  "target": service.target,
                  "options": ",".join(words + ([service.options] if service.options else [])),
                  "readonly": bool(flags & MS_RDONLY)}
-        settings = _settings(service)
+        try:
+            settings = service.settings()
+        except Exception:           # module code: a dump does without it
+            settings = {}
         if settings:
             entry["settings"] = settings
         mounts.append(entry)
@@ -38,43 +43,18 @@ def describe(view, pid: int) -> dict:
              "modules": [[name, name in view.permanent] for name in view.modules],
              "mounts": mounts}
     proc = view.tracer.processes.get(pid)
-    creds = proc.data.get("unrealuidgid") if proc is not None else None
-    uid = getattr(getattr(creds, "uid", None), "e", None)
-    if uid is not None:
-        state["uid"] = uid
+    if view.view_ids(pid, pid) is not None:         # a module virtualizes ids
+        state["uid"] = Caller(pid).view_ids(effective=True)[0]
     state["real_uid"] = _real_uid(pid)
-    stack = _stack(view, proc)
-    if stack:
-        state["stack"] = stack
+    for name, module in view.modules.items():
+        if proc is not None and name in proc.data:
+            try:
+                stack = module.dump_state(proc.data[name]).get("stack")
+            except Exception:
+                stack = None
+            if stack:
+                state["stack"] = stack
     return state
-
-
-def _settings(service) -> dict:
-    """vumisc's settings files (nodename, frequency...), as they read now."""
-    text = getattr(service, "text", None)
-    if text is None or service.fstype not in ("vumiscuname", "vumisctime"):
-        return {}
-    names = ("nodename", "domainname") if service.fstype == "vumiscuname" \
-        else ("frequency",)
-    out = {}
-    for name in names:
-        try:
-            out[name] = text(name).strip()
-        except Exception:       # a module's internals: best effort
-            pass
-    return out
-
-
-def _stack(view, proc) -> str | None:
-    """The process's default network stack (vunet's per-process state:
-    {family: stack service}), when one stack serves every family it set."""
-    if proc is None:
-        return None
-    defaults = proc.data.get("vunet")
-    if not isinstance(defaults, dict) or not defaults:
-        return None
-    targets = {getattr(s, "target", None) for s in defaults.values()}
-    return targets.pop() if len(targets) == 1 and None not in targets else None
 
 
 def _real_uid(pid: int) -> int:

@@ -92,6 +92,12 @@ class ConfigService(PathService):
     def text(self, name: str) -> str:
         raise NotImplementedError
 
+    #: the settings `umvu --dump` saves (those a view file sets)
+    DUMPED: tuple[str, ...] = ()
+
+    def settings(self) -> dict[str, str]:
+        return {name: self.text(name).strip() for name in self.DUMPED}
+
     def set(self, name: str, value: str) -> None:
         raise SettingError(f"{name} is read-only")
 

@@ -53,6 +53,7 @@ def _frequency_text(f: Fraction) -> str:
 
 class TimeService(ConfigService):
     FILES = ("frequency", "offset", "base")
+    DUMPED = ("frequency",)
 
     @staticmethod
     def check(request) -> dict:

@@ -38,6 +38,7 @@ def host_names() -> dict[str, str]:
 
 class UnameService(ConfigService):
     FILES = FIELDS
+    DUMPED = ("nodename", "domainname")
 
     @staticmethod
     def check(request) -> dict:

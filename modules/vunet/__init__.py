@@ -63,6 +63,14 @@ class Vunet(Module):
     def fork_state(self, state, flags):
         return dict(state) if state else {}
 
+    def dump_state(self, state):
+        """`umvu --dump`: the process's default stack, when one stack
+        serves every family it set."""
+        targets = {getattr(s, "target", None) for s in (state or {}).values()}
+        if len(targets) == 1 and None not in targets:
+            return {"stack": targets.pop()}
+        return {}
+
     # ---- mounting ----------------------------------------------------------
     def mount(self, request):
         cls = TYPES.get(request.fstype)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import errno
 import os
 import socket
-import stat
 import time
 from types import SimpleNamespace
 
