@@ -93,7 +93,8 @@ int umvu_spawn(const char *path, char *const argv[], char *const envp[],
     *listener = -1;
     if (pipe2(go, O_CLOEXEC) < 0)
         return -errno;
-    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sock) < 0) {
+    /* SEQPACKET: a child that dies before sending gives the parent EOF */
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sock) < 0) {
         int e = errno;
         close(go[0]);
         close(go[1]);
@@ -157,7 +158,12 @@ int umvu_spawn(const char *path, char *const argv[], char *const envp[],
             ;
     }
     close(sock[0]);
-    if (*listener >= 0 && ptrace_options &&
+    if (*listener < 0) {        /* the child failed before (it said why) */
+        close(go[1]);
+        waitpid(pid, NULL, 0);
+        return -EINVAL;
+    }
+    if (ptrace_options &&
         ptrace(PTRACE_SEIZE, pid, 0, (void *)ptrace_options) < 0) {
         int e = errno;
         kill(pid, SIGKILL);

@@ -315,3 +315,14 @@ def test_forks_whose_children_trap_at_once(run_umvu, tmp_path):
         for p in $pids; do wait $p || echo "forker failed $?"; done; echo done
     """)
     assert (res.returncode, res.stdout) == (0, "done\n"), res.stderr
+
+
+def test_setfsuid_never_fails(run_umvu, unprivileged):
+    """setfsuid returns the old fs id whether or not it may set the new one
+    (the kernel's rule): a plain process asking for another id keeps its own."""
+    res = run_umvu("vu_insmod unrealuidgid\n" + py("""
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        print(libc.syscall(122, 5), libc.syscall(122, 0xffffffff))
+    """), user=NOBODY)
+    assert res.stdout == f"{NOBODY} {NOBODY}\n", res.stderr

@@ -71,6 +71,8 @@ def adapt(sysname: str, vname: str, handlers: dict):
             return ids
         new, result = rule(tuple(ids), [_id(a) for a in call.args[:3]])
         answer = put(call, *new)
+        if rule is _setfsuid and answer is not KERNEL:
+            return result               # setfsuid never fails: the old id
         if answer is KERNEL or (isinstance(answer, int) and answer < 0):
             return answer
         return result

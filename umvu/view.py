@@ -20,7 +20,7 @@ import time
 
 from . import abi32, control, creds, linux, logs, procinfo, seccomp_filter, syscall_table
 from .module import (Call, Caller, Module, MountRequest, PathService, Service,
-                     ServiceContext, WouldBlock, _answer_ids)
+                     NOBODY, ServiceContext, WouldBlock, _answer_ids, _serve_for)
 from .servicetable import ServiceTable, path_under
 from .tracer import DEFER, Tracer, signed
 
@@ -206,11 +206,9 @@ class View:
         return list(struct.unpack(f"{n}I", data)) if n else []
 
     def effective_uid(self, stop) -> int:
-        """Call.effective_uid: the effective uid of view_ids."""
-        ids = self.view_ids(stop.process.pid, stop.tid)
-        if ids is not None:
-            return ids.uids[1]
-        return int(procinfo.status(stop.process.pid).get("Uid", "0 0").split()[1])
+        """Call.effective_uid: the effective uid of view_ids (one answer
+        with Caller.view_ids, which fails closed: the hypervisor's uid)."""
+        return Caller(stop.process.pid, stop.tid).view_ids(effective=True)[0]
 
     # ---- processes ---------------------------------------------------------
     def spawn(self, path, argv, env, default_signals):
@@ -418,6 +416,8 @@ class View:
                       stop.answered_by, syscall_table.name_of(nr),
                       logs.format_exc().rstrip())
             return -errno.EIO
+        finally:
+            _serve_for(NOBODY)          # Caller.current() is no one between calls
 
     def guarding(self) -> bool:
         """Is a file system mounted? Then the ways around the view are
@@ -619,6 +619,7 @@ class View:
         options = self._opt_str(stop, stop.args[4])
         request = MountRequest(source, target, fstype, flags, options,
                                Caller(stop.process.pid, stop.tid))
+        _serve_for(request.caller)      # the mount's own lookups are the caller's
         try:
             service = module.mount(request)
         except OSError as exc:
@@ -712,21 +713,30 @@ class View:
                           logs.format_exc())
 
 
-#: mount(2) flags the kernel knows (MS_RDONLY ... MS_LAZYTIME, MS_NOUSER)
-_MS_KNOWN = (1 << 26) - 1 | (1 << 31)
-_MS_KINDS = (linux.MS_REMOUNT, linux.MS_BIND, linux.MS_MOVE,
-             1 << 17 | 1 << 18 | 1 << 19 | 1 << 20)     # propagation
+#: mount(2) flags the kernel knows (MS_RDONLY ... MS_LAZYTIME); MS_NOUSER
+#: is the kernel's own, refused from user space
+_MS_KNOWN = (1 << 26) - 1
+_MS_NOUSER = 1 << 31
+_MS_PROPAGATION = 1 << 17 | 1 << 18 | 1 << 19 | 1 << 20
 _MS_MGC_MSK, _MS_MGC_VAL = 0xffff0000, 0xc0ed0000
 
 
 def _mount_flags(raw: int) -> int | None:
-    """mount(2)'s flags as the kernel checks them: the old magic number
-    dropped; None (EINVAL) for unknown bits or two kinds of mount at once."""
+    """mount(2)'s flags as do_mount() reads them: the old magic number
+    dropped, unknown bits ignored; None (EINVAL) for MS_NOUSER, for two
+    propagation types, or for two kinds of mount at once (a remount may be
+    a bind remount)."""
     if raw & _MS_MGC_MSK == _MS_MGC_VAL:
         raw &= ~_MS_MGC_MSK
-    if raw & ~_MS_KNOWN or sum(bool(raw & kind) for kind in _MS_KINDS) > 1:
+    if raw & _MS_NOUSER:
         return None
-    return raw
+    propagation = raw & _MS_PROPAGATION
+    if propagation & (propagation - 1):
+        return None
+    kinds = (bool(raw & linux.MS_REMOUNT) + bool(raw & linux.MS_MOVE) +
+             bool(propagation) +
+             bool(raw & linux.MS_BIND and not raw & linux.MS_REMOUNT))
+    return None if kinds > 1 else raw & _MS_KNOWN
 
 
 def _log_message(exc: OSError) -> None:

@@ -32,6 +32,8 @@ class Vufs(Module):
 
     def umount(self, service, flags):
         service.hidden = None
+        if service.layers is not None and service.layers.store is not None:
+            service.layers.store.close()    # its descriptor pins SOURCE's fs
 
 
 class VufsService(PathService):

@@ -23,7 +23,7 @@ import functools
 import logging
 
 from .. import syscall_table
-from ..module import Module, _serve_for
+from ..module import NOBODY, Module, _serve_for
 from . import decode
 from .exec import ExecCalls
 from .fdmirror import FdMirror
@@ -129,7 +129,10 @@ class Vfs:
             return None
         pfs = self.state(stop.process)
         _serve_for(decode.caller(stop))
-        return handler(stop, pfs, syscall_table.BY_NR[stop.nr])
+        try:
+            return handler(stop, pfs, syscall_table.BY_NR[stop.nr])
+        finally:
+            _serve_for(NOBODY)          # Caller.current() outside a call
 
     @staticmethod
     def answered(stop, by) -> None:
