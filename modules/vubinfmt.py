@@ -15,6 +15,7 @@ those below it. See docs/vubinfmt.md for what differs from the kernel.
 
 from __future__ import annotations
 
+import abc
 import errno
 import itertools
 import os
@@ -178,9 +179,12 @@ class _Dir(_File):
         raise OSError(errno.EISDIR, "is a directory")
 
 
-class _Text(_File):
+class _Text(_File, abc.ABC):
+    """A file whose content is text computed when read (status, an entry)."""
+
+    @abc.abstractmethod
     def text(self) -> str:
-        raise NotImplementedError
+        """The file's content now."""
 
     def read(self, size: int, offset: int) -> bytes:
         return self.text().encode(errors="surrogateescape")[offset:offset + size]

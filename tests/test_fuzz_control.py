@@ -13,10 +13,8 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 RUNNER = r"""
 import ctypes, errno, json, os, sys

@@ -74,7 +74,8 @@ def _launcher():
     path = VENV_BIN / "umvu"
     text = path.read_text()
     if "umvu.launcher" not in text:
-        pytest.skip("the venv has pip's console scripts (run `make venv`)")
+        pytest.fail("the venv has pip's console scripts: `make venv` installs "
+                    "the launchers")
     return path
 
 

@@ -331,7 +331,10 @@ def _have_openat2():
     return openat2(-100, "/", True, 0) == "/"
 
 
-needs_openat2 = pytest.mark.skipif(not _have_openat2(), reason="no openat2")
+# openat2 is Linux 5.6+: the kernel it compares with must have it
+needs_openat2 = pytest.mark.skipif(not _have_openat2(),
+                                   reason="this kernel has no openat2 (Linux 5.6+) "
+                                   "to compare the walker with")
 
 
 def applied_path(res, follow: bool):

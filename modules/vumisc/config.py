@@ -9,6 +9,7 @@ log, and the setting keeps its value.
 
 from __future__ import annotations
 
+import abc
 import errno
 import os
 import stat
@@ -76,7 +77,7 @@ class ConfigDir(ServedFile):
         return self.service.dir_stat()
 
 
-class ConfigService(PathService):
+class ConfigService(PathService, abc.ABC):
     """A directory of settings at the mount point. Subclasses give FILES,
     text(name) and set(name, value) (raising SettingError)."""
 
@@ -89,8 +90,9 @@ class ConfigService(PathService):
         self.mtime = int(time.time())
         self.uid, self.gid = os.getuid(), os.getgid()
 
+    @abc.abstractmethod
     def text(self, name: str) -> str:
-        raise NotImplementedError
+        """The setting's current value, as its file reads."""
 
     #: the settings `umvu --dump` saves (those a view file sets)
     DUMPED: tuple[str, ...] = ()
