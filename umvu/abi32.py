@@ -30,11 +30,9 @@ I386_REFUSED = frozenset({
 X32_BIT = 0x40000000
 
 
-def refused(nr: int, native: bool) -> bool:
+def refused(nr: int) -> bool:
     """Must a call of another ABI fail while a file system is mounted?
     Every x32 call does (no x32 program is known to run here)."""
-    if native:
-        return False
     if nr >= 0 and nr & X32_BIT:
         return True
     return nr in I386_REFUSED

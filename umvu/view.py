@@ -380,7 +380,7 @@ class View:
                 stop.answered_by = "umvu"
                 return self._control(stop)
             if stop.data == seccomp_filter.DATA_OTHER_ABI:
-                if abi32.refused(nr, native=False) and self.guarding():
+                if abi32.refused(nr) and self.guarding():
                     stop.answered_by = "umvu"
                     return -errno.ENOSYS
                 return None
@@ -389,10 +389,6 @@ class View:
                 if refusal is not None:
                     stop.answered_by = "umvu"
                     return refusal
-            if nr in CRED_NRS:
-                creds.forget_creds(stop.process.pid)
-                stop.process.creds_changed = True   # the C core walks no more
-                self.vfs.feeder.sync(stop.process)
             if nr == NR_MOUNT:
                 return self._mount(stop)
             if nr == NR_UMOUNT2:
@@ -406,6 +402,12 @@ class View:
                 if result is not None:
                     stop.answered_by = module.name
                     return result
+            if nr in CRED_NRS:
+                # the kernel changes the process's real credentials (a
+                # module's virtual ids change nothing the kernel checks)
+                creds.forget_creds(stop.process.pid)
+                stop.process.creds_changed = True   # the C core walks no more
+                self.vfs.feeder.sync(stop.process)
             return None
         except OSError as exc:
             return -(exc.errno or errno.EIO)

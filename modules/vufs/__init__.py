@@ -31,7 +31,6 @@ class Vufs(Module):
         return VufsService(self, request, opts)
 
     def umount(self, service, flags):
-        service.hidden = None
         if service.layers is not None and service.layers.store is not None:
             service.layers.store.close()    # its descriptor pins SOURCE's fs
 

@@ -217,21 +217,8 @@ class Store:
 
     def link_meta(self, old: str, new: str) -> None:
         """A hard link shares its file's metadata."""
-        try:
-            ofd, oname = self._parent(old)
-        except OSError:
-            return
-        try:
-            nfd, nname = self._parent(new, create=True)
-            try:
-                os.link(oname + META_SUFFIX, nname + META_SUFFIX, src_dir_fd=ofd,
-                        dst_dir_fd=nfd, follow_symlinks=False)
-            except FileNotFoundError:
-                pass
-            finally:
-                os.close(nfd)
-        finally:
-            os.close(ofd)
+        self._meta_to(old, new, lambda src, dst, **fds:
+                      os.link(src, dst, follow_symlinks=False, **fds))
 
     def drop_meta(self, rel: str) -> None:
         try:
@@ -246,6 +233,11 @@ class Store:
             os.close(fd)
 
     def rename_meta(self, old: str, new: str) -> None:
+        self._meta_to(old, new, os.rename)
+
+    def _meta_to(self, old: str, new: str, move) -> None:
+        """move(old's record, new's record, src_dir_fd=, dst_dir_fd=), each
+        name reached below the store; no record for old: nothing to do."""
         try:
             ofd, oname = self._parent(old)
         except FileNotFoundError:
@@ -253,11 +245,10 @@ class Store:
         try:
             nfd, nname = self._parent(new, create=True)
             try:
-                os.rename(oname + META_SUFFIX, nname + META_SUFFIX,
-                          src_dir_fd=ofd, dst_dir_fd=nfd)
-            except OSError as exc:
-                if exc.errno != errno.ENOENT:
-                    raise
+                move(oname + META_SUFFIX, nname + META_SUFFIX,
+                     src_dir_fd=ofd, dst_dir_fd=nfd)
+            except FileNotFoundError:
+                pass
             finally:
                 os.close(nfd)
         finally:

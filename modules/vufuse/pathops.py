@@ -394,9 +394,6 @@ class WireOperations:
             self._changed()         # attributes and read-ahead too
         self._forget(forgets)
 
-    def forget_all(self) -> None:
-        self.drop("/")
-
     def cached(self, path) -> Optional[tuple[int, int, int]]:
         """(nodeid, generation, lookup count) cached for `path`, or None."""
         parts = _split(path)

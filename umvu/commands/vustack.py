@@ -30,7 +30,7 @@ PF_MAX = len(PF_NAMES) + 10
 ALIASES = {"ip": (2, 10, 16, 17), "ipv4": (2,), "ip4": (2,), "ipv6": (10,),
            "ip6": (10,), "bt": (31,), "ir": (23,), "unix": (1,)}
 
-USAGE = f"""usage: {{prog}} [options] STACK CMD [ARGS...]
+USAGE = """usage: {prog} [options] STACK CMD [ARGS...]
 set the default networking stack of CMD
 
   -h, --help              print this short usage message
