@@ -7,7 +7,7 @@ import os
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCES = ["wait.c", "fastpath.c", "tracee.c", "spawn.c"]
+SOURCES = ["wait.c", "fastpath.c", "window.c", "tracee.c", "spawn.c"]
 
 ffibuilder = FFI()
 with open(os.path.join(HERE, "core.h")) as header:

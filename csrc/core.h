@@ -13,6 +13,8 @@
  *               process events into the journal      -> fastpath.c, tracee.c
  *   fastpath.c  "this call reaches nothing virtual": per-syscall rows,
  *               threads, mounts, the walk below binds -> tracee.c
+ *   window.c    data calls on served files that are windows on a host
+ *               file (vudev's devices)                -> tracee.c
  *   tracee.c    a stopped thread's registers and memory
  *   spawn.c     starting a process of the view
  *
@@ -130,12 +132,13 @@ struct umvu_fast_row {
 int umvu_set_fast_rows(const struct umvu_fast_row *rows, int n);
 
 /* per-thread flags (umvu_set_thread); a cwd below a mount shows in the
- * cwd itself, mirrored descriptors in the list */
+ * cwd itself, mirrored descriptors in the list (low), each with its
+ * window id (window.c) or 0 */
 #define UMVU_TF_PYTHON 4        /* always ask Python (chroot...)               */
 #define UMVU_TF_NOMAP 8         /* its rights differ from the hypervisor's: no */
                                 /* walk below a bind in C (umvu_set_mounts)    */
 int umvu_set_thread(int tid, int tgid, int flags, const char *cwd,
-                    const int *low, int nlow);
+                    const int *low, const int *wins, int nlow);
 void umvu_forget_thread(int tid);
 /* some process's /proc/PID/{cwd,root,exe,fd} differ from the kernel's */
 void umvu_set_proc_virtual(int on);
@@ -165,8 +168,32 @@ struct umvu_stats {
     unsigned long resumed;      /* seccomp stops resumed without Python */
     unsigned long paths;        /* path calls decided in C */
     unsigned long fds;          /* descriptor calls decided in C */
+    unsigned long windows;      /* calls on windows answered in C */
 };
 void umvu_get_stats(struct umvu_stats *out);
+
+/* ---- window.c: served files that are windows on a host file ---------- */
+
+/* A served file whose bytes are [offset, offset+size) of host descriptor fd
+ * (vudev): its read, write, pread64, pwrite64, readv, writev, preadv,
+ * pwritev, preadv2, pwritev2 and lseek are answered in C at the stop,
+ * clamped to the window. The window keeps its own description of the file
+ * and the open file's offset; its range is mapped once per owner (the
+ * service: an id of Python's, 0 for none) and kept mapped until
+ * umvu_window_forget(owner). Returns an id > 0, or -errno. */
+#define UMVU_WIN_READ 1             /* opened for reading                     */
+#define UMVU_WIN_WRITE 2            /* opened for writing                     */
+#define UMVU_WIN_RDONLY 4           /* the file refuses writes now (EPERM)    */
+int umvu_window_open(int fd, unsigned long long offset, unsigned long long size,
+                     int flags, long owner);
+void umvu_window_close(int id);
+void umvu_window_forget(long owner);
+int umvu_window_set_flags(int id, int flags);   /* only UMVU_WIN_RDONLY changes */
+long long umvu_window_pos(int id, long long pos);   /* pos >= 0 sets it */
+/* 1 when call nr is one a window answers */
+int umvu_window_handles(long nr);
+/* the answer to call nr with args on window id, made by thread tid */
+long umvu_window_call(int id, int tid, long nr, const unsigned long *args);
 
 /* ---- tracee.c: registers and memory of a stopped thread ----------------- */
 

@@ -39,6 +39,7 @@ struct thread_entry {
     int flags;
     int nlow;                       /* descriptors the view mirrors */
     int low[LOWFDS];
+    int win[LOWFDS];                /* low[i]'s window (window.c), or 0 */
     char *cwd;
     int pending;                    /* rewritten: registers to put back */
     signed char preg[2];
@@ -112,19 +113,19 @@ static struct thread_entry *lookup(int tid)
 }
 
 static int set_thread(int tid, int tgid, int flags, const char *cwd,
-                      const int *low, int nlow);
+                      const int *low, const int *wins, int nlow);
 
 int umvu_set_thread(int tid, int tgid, int flags, const char *cwd,
-                    const int *low, int nlow)
+                    const int *low, const int *wins, int nlow)
 {
     pthread_mutex_lock(&table_lock);
-    int r = set_thread(tid, tgid, flags, cwd, low, nlow);
+    int r = set_thread(tid, tgid, flags, cwd, low, wins, nlow);
     pthread_mutex_unlock(&table_lock);
     return r;
 }
 
 static int set_thread(int tid, int tgid, int flags, const char *cwd,
-                      const int *low, int nlow)
+                      const int *low, const int *wins, int nlow)
 {
     struct thread_entry *e = lookup(tid);
     if (!e) {
@@ -151,6 +152,7 @@ static int set_thread(int tid, int tgid, int flags, const char *cwd,
     }
     e->nlow = nlow;
     memcpy(e->low, low, sizeof(int) * (size_t)nlow);
+    memcpy(e->win, wins, sizeof(int) * (size_t)nlow);
     return 0;
 }
 
@@ -528,22 +530,31 @@ static int fd_is_plain(const struct thread_entry *t, long fd)
     return 1;
 }
 
-static int fast_decide(int tid, long nr, const unsigned long *args);
+/* The window of a mirrored descriptor, or 0. */
+static int fd_window(const struct thread_entry *t, long fd)
+{
+    for (int i = 0; i < t->nlow; i++)
+        if (t->low[i] == fd)
+            return t->win[i];
+    return 0;
+}
+
+static int fast_decide(int tid, long nr, const unsigned long *args, long *result);
 
 /* Called at a seccomp stop: 1 when the call can run in the kernel untouched. */
-int umvu_fast_decide(int tid, long nr, const unsigned long *args)
+int umvu_fast_decide(int tid, long nr, const unsigned long *args, long *result)
 {
     if (nr < 0 || nr >= UMVU_NR_MAX || rows[nr].kind == UMVU_FAST_PYTHON)
         return 0;
     pthread_mutex_lock(&table_lock);
-    int r = fast_decide(tid, nr, args);
+    int r = fast_decide(tid, nr, args, result);
     if (r == 1)
         stats.resumed++;
     pthread_mutex_unlock(&table_lock);
     return r;
 }
 
-static int fast_decide(int tid, long nr, const unsigned long *args)
+static int fast_decide(int tid, long nr, const unsigned long *args, long *result)
 {
     if (nr < 0 || nr >= UMVU_NR_MAX)
         return 0;
@@ -556,6 +567,13 @@ static int fast_decide(int tid, long nr, const unsigned long *args)
     if (!t || (t->flags & UMVU_TF_PYTHON))
         return 0;
     if (info->kind == UMVU_FAST_FD) {
+        int win = info->path == 0 && info->path2 < 0 && umvu_window_handles(nr)
+                  ? fd_window(t, (int)args[0]) : 0;
+        if (win) {                  /* a window's data call: answered here */
+            *result = umvu_window_call(win, tid, nr, args);
+            stats.windows++;
+            return 3;
+        }
         if ((info->path >= 0 && !fd_is_plain(t, (int)args[info->path])) ||
             (info->path2 >= 0 && !fd_is_plain(t, (int)args[info->path2])))
             return 0;

@@ -199,7 +199,12 @@ static int decode(int tid, int status, struct umvu_event *ev, int fast)
             ev->kind = UMVU_EV_SECCOMP;
             get_info(tid, ev);
             if (fast) {
-                int verdict = umvu_fast_decide(tid, ev->nr, ev->args);
+                long result;
+                int verdict = umvu_fast_decide(tid, ev->nr, ev->args, &result);
+                if (verdict == 3 && umvu_set_result(tid, result) == 0) {
+                    ptrace(PTRACE_CONT, tid, 0, 0);
+                    return 1;
+                }
                 if (verdict == 2 && umvu_fast_rewrite(tid, ev->sp) == 0) {
                     ptrace(PTRACE_SYSCALL, tid, 0, 0);  /* to the exit stop */
                     return 1;

@@ -177,9 +177,50 @@ def set_mounts(mounts: list[MountRow]) -> None:
 
 def set_thread(tid: int, tgid: int, flags: int, cwd: str, fds=()) -> None:
     """What the C core knows of a thread: its process, TF_* flags, cwd and
-    the descriptors the view mirrors (more than 16: TF_PYTHON)."""
+    the descriptors the view mirrors, as (fd, window id or 0) (more than
+    16: TF_PYTHON)."""
+    fds = list(fds)
     check(lib.umvu_set_thread(tid, tgid, flags, os.fsencode(cwd),
-                              ffi.new("int[]", list(fds) or [0]), len(fds)))
+                              ffi.new("int[]", [fd for fd, _ in fds] or [0]),
+                              ffi.new("int[]", [win for _, win in fds] or [0]),
+                              len(fds)))
+
+
+WIN_READ, WIN_WRITE, WIN_RDONLY = lib.UMVU_WIN_READ, lib.UMVU_WIN_WRITE, lib.UMVU_WIN_RDONLY
+
+
+def window_open(fd: int, offset: int, size: int, flags: int, owner: int = 0) -> int:
+    """A window on bytes [offset, offset+size) of host descriptor fd whose
+    data calls the C core answers (csrc/window.c); its id. The range stays
+    mapped for `owner` until window_forget(owner)."""
+    return check(lib.umvu_window_open(fd, offset, size, flags, owner))
+
+
+def window_forget(owner: int) -> None:
+    lib.umvu_window_forget(owner)
+
+
+def window_close(wid: int) -> None:
+    lib.umvu_window_close(wid)
+
+
+def window_set_flags(wid: int, flags: int) -> None:
+    lib.umvu_window_set_flags(wid, flags)
+
+
+def window_pos(wid: int, pos: int = -1) -> int:
+    """The window's file offset (set first when pos >= 0)."""
+    return check(lib.umvu_window_pos(wid, pos))
+
+
+def window_handles(nr: int) -> bool:
+    return bool(lib.umvu_window_handles(nr))
+
+
+def window_call(wid: int, tid: int, nr: int, args) -> int:
+    """What the C core answers to call nr(args) on the window (the same
+    answer the fast path gives at the stop)."""
+    return lib.umvu_window_call(wid, tid, nr, ffi.new("unsigned long[6]", list(args)[:6]))
 
 
 def set_proc_virtual() -> None:
@@ -193,7 +234,8 @@ def stats() -> dict[str, int]:
     path calls and descriptor calls."""
     out = ffi.new("struct umvu_stats *")
     lib.umvu_get_stats(out)
-    return {"resumed": out.resumed, "paths": out.paths, "fds": out.fds}
+    return {"resumed": out.resumed, "paths": out.paths, "fds": out.fds,
+            "windows": out.windows}
 
 
 _journal = ffi.new("struct umvu_journal_entry[]", lib.UMVU_JOURNAL_MAX)

@@ -663,6 +663,28 @@ class ServedFile:
     def release(self) -> None:
         """The last descriptor referring to this open file was closed."""
 
+    def window(self) -> "Window | None":
+        """A file whose bytes are a range of a host file the module holds
+        (a partition of an image, a ramdisk): its data calls (read, write,
+        their p/v forms, lseek) are then answered by the C core with no
+        call into Python, clamped to the range. Asked at open, and again
+        after every call the service answers (an ioctl may make the file
+        read-only). None: every call comes here."""
+        return None
+
+
+class Window:
+    """What ServedFile.window() returns: bytes [offset, offset+size) of host
+    descriptor fd (the view keeps its own description of the file, so the
+    module may close fd later). readonly: writes fail with EPERM. A read
+    past the host file's end sees zeros; a write never goes past size
+    (ENOSPC at the end, cut short across it)."""
+
+    __slots__ = ("fd", "offset", "size", "readonly")
+
+    def __init__(self, fd: int, offset: int, size: int, readonly: bool = False):
+        self.fd, self.offset, self.size, self.readonly = fd, offset, size, readonly
+
 
 class Answer:
     """A path call answered with data rather than a redirect or an errno."""

@@ -72,20 +72,74 @@ def build(trapped: frozenset[int], notify: bool = False) -> bytes:
     if bpf is not None:
         return bpf
     bpf = _compile(allowed, notify)
-    if path is not None:
-        try:                            # a cache: any failure only costs time
-            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-            import tempfile
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(key + bpf)
-                os.replace(tmp, path)
-            except OSError:
-                os.unlink(tmp)
-        except OSError:
-            pass
+    _store(path, key, bpf)
     return bpf
+
+
+@functools.lru_cache(maxsize=64)
+def build_on_fds(trapped: frozenset[int], fds: frozenset[int]) -> bytes:
+    """BPF program stopping `trapped` numbers only when one of their
+    descriptor arguments (the syscall table's fd and fd2) is in `fds`, and
+    close_range always (it closes descriptors it does not name); everything
+    else is allowed (the filters below decide it). A process holding a
+    served file stacks one such filter per descriptor number, so that its
+    calls on other descriptors never stop."""
+    calls = []
+    for nr in sorted(trapped):
+        sc = syscall_table.BY_NR[nr]
+        args = tuple(i for i in (sc.fd, sc.fd2) if i is not None and i >= 0)
+        if sc.name == "close_range" or not args:
+            calls.append((nr, ()))
+        else:
+            calls.append((nr, args))
+    key = repr(("umvu-fd-filter-1", sorted(fds), calls, DATA_TABLE,
+                ATTR_OPTIMIZE)).encode() + b"\n"
+    _, path = _cache_key([], False)
+    if path is not None:
+        path = path.replace("filter-", f"fdfilter-{zlib.crc32(key):08x}-")
+    bpf = _cached(path, key)
+    if bpf is None:
+        bpf = _compile_on_fds(calls, sorted(fds))
+        _store(path, key, bpf)
+    return bpf
+
+
+def _compile_on_fds(calls, fds) -> bytes:
+    import pyseccomp
+    flt = pyseccomp.SyscallFilter(pyseccomp.ALLOW)
+    flt.set_attr(pyseccomp.Attr.ACT_BADARCH, pyseccomp.ALLOW)
+    try:
+        flt.set_attr(ATTR_OPTIMIZE, 2)
+    except OSError:
+        pass
+    trace = pyseccomp.TRACE(DATA_TABLE)
+    for nr, args in calls:
+        if not args:
+            flt.add_rule(trace, nr)
+            continue
+        for index in args:          # an int argument: its low 32 bits count
+            for fd in fds:
+                flt.add_rule(trace, nr, pyseccomp.Arg(index, pyseccomp.MASKED_EQ,
+                                                       0xffffffff, fd))
+    return _export(flt)
+
+
+def _store(path: str | None, key: bytes, bpf: bytes) -> None:
+    """Keep a copy of a built filter (a cache: any failure only costs time)."""
+    if path is None:
+        return
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        import tempfile
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(key + bpf)
+            os.replace(tmp, path)
+        except OSError:
+            os.unlink(tmp)
+    except OSError:
+        pass
 
 
 def _cached(path: str | None, key: bytes) -> bytes | None:
@@ -127,6 +181,10 @@ def _compile(allowed: list[int], notify: bool) -> bytes:
                          pyseccomp.Arg(0, pyseccomp.MASKED_EQ, CLONE_NS_FLAGS, 0))
         elif nr >= 0:
             flt.add_rule(pyseccomp.ALLOW, nr)
+    return _export(flt)
+
+
+def _export(flt) -> bytes:
     import tempfile
     with tempfile.TemporaryFile() as out:
         flt.export_bpf(out)

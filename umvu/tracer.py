@@ -63,6 +63,8 @@ class Process:
         #: descriptor calls this process traps beyond the view's filter:
         #: 0 none, 1 metadata calls, 2 all (set by the view; children inherit)
         self.fd_watch = parent.fd_watch if parent else 0
+        #: descriptor numbers whose every call it traps (one filter each)
+        self.fd_trapped: set[int] = set(parent.fd_trapped) if parent else set()
         #: a helper of the view (a FUSE daemon...), not the user's: it does
         #: not keep the view alive
         self.helper = parent.helper if parent else False
@@ -172,9 +174,10 @@ class SyscallStop(TrappedCall):
         """From an exit hook only: make the thread run one more syscall."""
         return self.tracer.run_syscall(self.thread, nr, args)
 
-    def tighten(self, trapped: frozenset[int]) -> None:
-        """From an exit hook only: trap more in this process from now on."""
-        self.tracer.tighten_process(self.thread, trapped)
+    def tighten(self, trapped: frozenset[int], on_fds: frozenset[int] | None = None) -> None:
+        """From an exit hook only: trap more in this process from now on
+        (with on_fds: only calls naming one of those descriptors)."""
+        self.tracer.tighten_process(self.thread, trapped, on_fds)
 
 
 class Tracer:
@@ -610,10 +613,13 @@ class Tracer:
         self._install_filter(thread, restart=False)
         ccore.try_ptrace(ccore.PTRACE_CONT, thread.tid)
 
-    def tighten_process(self, thread: Thread, trapped: frozenset[int]) -> None:
+    def tighten_process(self, thread: Thread, trapped: frozenset[int],
+                        on_fds: frozenset[int] | None = None) -> None:
         """From an exit stop: one more filter for this process (and the
-        children it will have) only."""
-        bpf = seccomp_filter.build(trapped | self.trapped)
+        children it will have) only; with on_fds, one that stops the calls
+        naming those descriptors only."""
+        bpf = seccomp_filter.build(trapped | self.trapped) if on_fds is None \
+            else seccomp_filter.build_on_fds(trapped, frozenset(on_fds))
         self._install_filter(thread, restart=False, bpf=bpf)
         if not trapped <= self.trapped | self.tightened:
             self.tightened |= trapped

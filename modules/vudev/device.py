@@ -12,7 +12,7 @@ import stat
 import struct
 import time
 
-from umvu.module import PathService, ServedFile
+from umvu.module import PathService, ServedFile, Window
 
 SECTOR = 512
 O_ACCMODE, O_CREAT, O_EXCL, O_DIRECTORY = 3, 0o100, 0o200, 0o200000
@@ -238,6 +238,13 @@ class DeviceFile(ServedFile):
 
     def ioctl(self, request, arg, call):
         return self.device.ioctl(request, arg, call)
+
+    def window(self):
+        """Data calls go straight to the host file, clamped to the device."""
+        dev = self.device
+        if dev.fd < 0 or dev.retired and dev.backing.fd < 0:
+            return None
+        return Window(dev.fd, dev.offset, dev.size, readonly=dev.readonly)
 
     def release(self):
         if self._open:

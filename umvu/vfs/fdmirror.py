@@ -28,6 +28,8 @@ ALL_FD_CALLS = frozenset(sc.nr for sc in syscall_table.TABLE
 META_FD_CALLS = frozenset(sc.nr for sc in syscall_table.TABLE
                           if sc.family == "fdattr" or sc.name in ("fstat", "ioctl"))
 WATCH_META, WATCH_ALL = 1, 2
+#: descriptor numbers a process traps one by one before it traps them all
+MAX_FD_FILTERS = 16
 
 
 class FdMirror:
@@ -41,7 +43,7 @@ class FdMirror:
         descriptors without our seeing it."""
         entry = pfs.files.get(fd)
         proc = stop.process
-        if entry is None or proc.fd_watch == WATCH_ALL:
+        if entry is None or proc.fd_watch == WATCH_ALL or fd in proc.fd_trapped:
             return entry
         if self.still_open(proc.pid, fd, entry):
             return entry
@@ -68,11 +70,19 @@ class FdMirror:
         entry = pfs.files.get(fd)
         if entry is None:
             return
+        proc = stop.process
         want = WATCH_ALL if entry.served is not None or entry.listing is not None \
             else WATCH_META if entry.trap else 0
-        if want > stop.process.fd_watch:
+        if want == WATCH_ALL and proc.fd_watch < WATCH_ALL and \
+                len(proc.fd_trapped) < MAX_FD_FILTERS:
+            # only the calls naming this descriptor stop (a filter per
+            # number: the process's other reads and writes stay native)
+            if fd not in proc.fd_trapped:
+                stop.tighten(ALL_FD_CALLS, on_fds=frozenset({fd}))
+                proc.fd_trapped.add(fd)
+        elif want > proc.fd_watch:
             stop.tighten(ALL_FD_CALLS if want == WATCH_ALL else META_FD_CALLS)
-            stop.process.fd_watch = want
+            proc.fd_watch = want
 
     # ---- every descriptor call ---------------------------------------------------
     def fd_call(self, stop, pfs: ProcFs, sc, then=None):

@@ -37,7 +37,7 @@ class CoreFeeder:
         if flags & ccore.TF_PYTHON or pfs.files.fds or pfs.exe or any(
                 path_under(pfs.fs.cwd, m) for m in self.vfs.services.mount_points()):
             self.proc_virtual()         # its /proc/PID/{root,fd,exe,cwd}
-        fds = [fd for fd, _ in pfs.files]
+        fds = [(fd, entry.window) for fd, (entry, _) in pfs.files]
         for tid in proc.threads:
             ccore.set_thread(tid, proc.pid, flags, pfs.fs.cwd, fds)
 
@@ -63,6 +63,7 @@ class CoreFeeder:
         """Paths below which the C core must ask Python, unless the host
         directory given with one stands for it (a plain bind, or layers)."""
         ccore.set_mounts(self.vfs.services.host_dirs())
+        self.vfs.served.unmounted(set(self.vfs.services))
         self.sync_all()
 
     # ---- per syscall number ----------------------------------------------------------

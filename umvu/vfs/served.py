@@ -13,7 +13,7 @@ import os
 import struct
 import threading
 
-from .. import creds
+from .. import ccore, creds
 from ..linux import (F_GETFL, F_SETFL, MAP_SHARED, O_ACCMODE, O_APPEND, O_CLOEXEC,
                      O_DIRECTORY, O_NONBLOCK, O_PATH, O_RDWR, O_WRONLY, PROT_WRITE, SEEK_CUR,
                      SEEK_DATA, SEEK_END, SEEK_HOLE, SEEK_SET)
@@ -24,12 +24,20 @@ from .state import OpenFile
 
 log = logging.getLogger("umvu")
 MAX_IO = 1 << 24            # one call moves at most this much
+#: UMVU_WINDOWS=0 keeps every data call of served files in Python (the
+#: path the C core's windows must answer as: tests compare the two)
+WINDOWS = os.environ.get("UMVU_WINDOWS", "1") != "0"
 
 
 def _id(value: int) -> int:
     """A chown id for os.lchown: -1 for unchanged."""
     value = decode.unchanged(value)
     return -1 if value is None else value
+
+
+def _negative(offset: int) -> bool:
+    """An loff_t argument below zero (the kernel's EINVAL)."""
+    return offset >= 1 << 63
 
 
 def _readable(entry) -> bool:
@@ -47,6 +55,8 @@ class ServedCalls:
     def __init__(self, vfs):
         self.vfs = vfs
         self._placeholders = 0
+        self._windows: dict[int, set] = {}     # id(service) -> windowed OpenFiles
+        self._owners: dict[int, object] = {}   # id(service) -> service, mapped ranges
 
     def handle(self, name: str, stop, entry):
         method = getattr(self, "sys_" + name, None)
@@ -57,7 +67,13 @@ class ServedCalls:
     def fd_call(self, stop, sc, entry):
         """A descriptor call on a served file: the answer, or None when the
         kernel runs it on the placeholder."""
+        if entry.window and ccore.window_handles(sc.nr):
+            # as the C core answers at the stop (here: a thread it does not
+            # decide for, such as one in a chroot)
+            return ccore.window_call(entry.window, stop.tid, sc.nr, stop.args)
         result = self.handle(sc.name, stop, entry)
+        if self._windows and result is not None:
+            self._refresh_windows(entry.service)
         if result is None and sc.name == "mmap":
             ph = entry.private.get("ph_fd")
             if ph is None and entry.private.get("write_back"):
@@ -103,6 +119,8 @@ class ServedCalls:
             if fd < 0:
                 answer.value.release()
                 return None
+            if WINDOWS and not is_dir and not flags & (O_PATH | O_APPEND):
+                self._open_window(open_file)
             pfs.files.add(fd, open_file, bool(flags & O_CLOEXEC))
             self.vfs.fds.watch(stop, pfs, fd)
             self.vfs.feeder.changed(pfs)
@@ -110,10 +128,52 @@ class ServedCalls:
         stop.on_exit(opened)
         return None
 
+    # ---- windows: data calls answered by the C core -------------------------
+    def _open_window(self, entry: OpenFile) -> None:
+        """A served file that is a range of a host file (ServedFile.window):
+        the C core answers its data calls from now on."""
+        try:
+            win = entry.served.window()
+            if win is None:
+                return
+            access = entry.flags & O_ACCMODE
+            mode = (0 if access == O_WRONLY else ccore.WIN_READ) | \
+                (ccore.WIN_WRITE if access in (O_WRONLY, O_RDWR) else 0) | \
+                (ccore.WIN_RDONLY if win.readonly else 0)
+            owner = id(entry.service)
+            entry.window = ccore.window_open(win.fd, win.offset, win.size, mode, owner)
+            self._owners[owner] = entry.service
+        except OSError as exc:
+            log.warning("%s: data calls stay in Python (%s)", entry.path, exc)
+            return
+        self._windows.setdefault(id(entry.service), set()).add(entry)
+
+    def _refresh_windows(self, service) -> None:
+        """After a call the service answered: what it says of its files'
+        windows now (BLKROSET makes a device read-only for every open)."""
+        for entry in self._windows.get(id(service), ()):
+            win = entry.served.window()
+            ccore.window_set_flags(entry.window, ccore.WIN_RDONLY
+                                   if win is None or win.readonly else 0)
+
+    def unmounted(self, mounted) -> None:
+        """The services no longer mounted give back their mapped ranges."""
+        for owner, service in list(self._owners.items()):
+            if service not in mounted:
+                ccore.window_forget(owner)
+                del self._owners[owner]
+
     def released(self, entry: OpenFile) -> None:
         """The last descriptor of an open file is gone (FdTable.on_release)."""
         if entry.served is None:
             return
+        if entry.window:
+            ccore.window_close(entry.window)
+            opened = self._windows.get(id(entry.service), set())
+            opened.discard(entry)
+            if not opened:
+                self._windows.pop(id(entry.service), None)
+            entry.window = 0
         ph = entry.private.get("ph_fd")
 
         def release():
@@ -154,6 +214,8 @@ class ServedCalls:
         return n
 
     def sys_pread64(self, stop, entry):
+        if _negative(stop.args[3]):
+            return -errno.EINVAL
         return self._read_into(stop, entry, stop.args[1], stop.args[2], stop.args[3])
 
     def sys_write(self, stop, entry):
@@ -165,9 +227,13 @@ class ServedCalls:
         return n
 
     def sys_pwrite64(self, stop, entry):
+        if _negative(stop.args[3]):
+            return -errno.EINVAL
         return self._write_from(stop, entry, stop.args[1], stop.args[2], stop.args[3])
 
     def _vector(self, stop, entry, offset, write: bool):
+        if offset is not None and _negative(offset):
+            return -errno.EINVAL
         total, pos = 0, entry.pos if offset is None else offset
         if write and offset is None and entry.flags & O_APPEND:
             pos = entry.served.stat().st_size

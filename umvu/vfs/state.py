@@ -23,7 +23,7 @@ class FsState:
         return FsState(self.cwd, self.root)
 
 
-@dataclass
+@dataclass(eq=False)
 class OpenFile:
     """An open file description created through a service (shared by dup)."""
     path: str                   # canonical path in the view
@@ -35,7 +35,8 @@ class OpenFile:
     trap: bool = False          # the service wants its descriptor calls
     meta: dict | None = None    # stat fields the service shows instead
     entries: list | None = None
-    pos: int = 0
+    pos: int = 0                # (a window's is kept by the C core)
+    window: int = 0             # the C core's window on the file, or 0
     refs: int = 0               # descriptors referring to it, in all tables
     private: dict = field(default_factory=dict)
 
