@@ -127,18 +127,35 @@ struct umvu_fast_row {
                                    1 a stat-like call, 2 one that changes a
                                    file, 3 one that makes or removes a name
                                    (a trailing slash follows no link); 0 not */
+    signed char table;          /* FAST_FD: the call changes the descriptor
+                                   table (close, dup, fcntl): Python's even
+                                   on an UMVU_FD_NATIVE descriptor          */
 };
 /* rows[nr] for nr < n, the rest UMVU_FAST_PYTHON */
 int umvu_set_fast_rows(const struct umvu_fast_row *rows, int n);
 
 /* per-thread flags (umvu_set_thread); a cwd below a mount shows in the
- * cwd itself, mirrored descriptors in the list (low), each with its
- * window id (window.c) or 0 */
+ * cwd itself, the descriptors the view mirrors in the list */
 #define UMVU_TF_PYTHON 4        /* always ask Python (chroot...)               */
 #define UMVU_TF_NOMAP 8         /* its rights differ from the hypervisor's: no */
                                 /* walk below a bind in C (umvu_set_mounts)    */
+/* a descriptor the view mirrors */
+#define UMVU_FD_NATIVE 1        /* the kernel's answers are the view's for its */
+                                /* calls (a file of a plain bind): only those  */
+                                /* that change the table (close, dup) stop     */
+struct umvu_fd {
+    int fd;
+    int window;                 /* its window (window.c), or 0               */
+    int flags;                  /* UMVU_FD_*                                  */
+    const char *path;           /* a directory's path in the view: calls      */
+                                /* relative to it are walked from there; NULL */
+    const char *host;           /* with path: the file the kernel opened; the */
+                                /* path counts while /proc/TID/fd/FD names it */
+                                /* (a process that does not trap close reuses */
+                                /* numbers unseen)                            */
+};
 int umvu_set_thread(int tid, int tgid, int flags, const char *cwd,
-                    const int *low, const int *wins, int nlow);
+                    const struct umvu_fd *fds, int nfds);
 void umvu_forget_thread(int tid);
 /* some process's /proc/PID/{cwd,root,exe,fd} differ from the kernel's */
 void umvu_set_proc_virtual(int on);

@@ -40,6 +40,9 @@ struct thread_entry {
     int nlow;                       /* descriptors the view mirrors */
     int low[LOWFDS];
     int win[LOWFDS];                /* low[i]'s window (window.c), or 0 */
+    int lowflags[LOWFDS];           /* UMVU_FD_* */
+    char *lowpath[LOWFDS];          /* a directory's view path, or NULL */
+    char *lowhost[LOWFDS];          /* and the host file it stands for */
     char *cwd;
     int pending;                    /* rewritten: registers to put back */
     signed char preg[2];
@@ -113,19 +116,29 @@ static struct thread_entry *lookup(int tid)
 }
 
 static int set_thread(int tid, int tgid, int flags, const char *cwd,
-                      const int *low, const int *wins, int nlow);
+                      const struct umvu_fd *fds, int nfds);
 
 int umvu_set_thread(int tid, int tgid, int flags, const char *cwd,
-                    const int *low, const int *wins, int nlow)
+                    const struct umvu_fd *fds, int nfds)
 {
     pthread_mutex_lock(&table_lock);
-    int r = set_thread(tid, tgid, flags, cwd, low, wins, nlow);
+    int r = set_thread(tid, tgid, flags, cwd, fds, nfds);
     pthread_mutex_unlock(&table_lock);
     return r;
 }
 
+static void free_lowpaths(struct thread_entry *e)
+{
+    for (int i = 0; i < e->nlow; i++) {
+        free(e->lowpath[i]);
+        free(e->lowhost[i]);
+        e->lowpath[i] = e->lowhost[i] = NULL;
+    }
+    e->nlow = 0;
+}
+
 static int set_thread(int tid, int tgid, int flags, const char *cwd,
-                      const int *low, const int *wins, int nlow)
+                      const struct umvu_fd *fds, int nfds)
 {
     struct thread_entry *e = lookup(tid);
     if (!e) {
@@ -137,6 +150,7 @@ static int set_thread(int tid, int tgid, int flags, const char *cwd,
         e = &threads[i];
         e->cwd = NULL;
         e->pending = 0;
+        e->nlow = 0;
     }
     char *copy = strdup(cwd);
     if (!copy)
@@ -146,13 +160,27 @@ static int set_thread(int tid, int tgid, int flags, const char *cwd,
     e->tgid = tgid;
     e->flags = flags;
     e->cwd = copy;
-    if (nlow > LOWFDS) {
+    free_lowpaths(e);
+    if (nfds > LOWFDS) {
         e->flags |= UMVU_TF_PYTHON;
-        nlow = 0;
+        nfds = 0;
     }
-    e->nlow = nlow;
-    memcpy(e->low, low, sizeof(int) * (size_t)nlow);
-    memcpy(e->win, wins, sizeof(int) * (size_t)nlow);
+    for (int i = 0; i < nfds; i++) {
+        e->low[i] = fds[i].fd;
+        e->win[i] = fds[i].window;
+        e->lowflags[i] = fds[i].flags;
+        e->lowpath[i] = e->lowhost[i] = NULL;
+        if (fds[i].path && fds[i].host) {
+            e->lowpath[i] = strdup(fds[i].path);
+            e->lowhost[i] = strdup(fds[i].host);
+            if (!e->lowpath[i] || !e->lowhost[i]) {  /* Python decides for it */
+                free(e->lowpath[i]);
+                free(e->lowhost[i]);
+                e->lowpath[i] = e->lowhost[i] = NULL;
+            }
+        }
+        e->nlow = i + 1;
+    }
     return 0;
 }
 
@@ -163,6 +191,7 @@ void umvu_forget_thread(int tid)
     if (e) {
         free(e->cwd);
         e->cwd = NULL;
+        free_lowpaths(e);
         e->tid = -1;
     }
     pthread_mutex_unlock(&table_lock);
@@ -388,6 +417,21 @@ static int walk_end(int mapped, const char *view, const char *path, char *host)
 /* Walk `path` as the view would. 1: the kernel resolves it exactly so and
  * reaches nothing virtual; 2: the same holds for the host path written to
  * host (below plain bind mounts); 0: ask Python. */
+/* The index of a descriptor the view mirrors, or -1. */
+static int mirrored(const struct thread_entry *t, long fd)
+{
+    for (int i = 0; i < t->nlow; i++)
+        if (t->low[i] == fd)
+            return i;
+    return -1;
+}
+
+/* A descriptor the view does not mirror: the kernel's answer is the view's. */
+static int fd_is_plain(const struct thread_entry *t, long fd)
+{
+    return mirrored(t, fd) < 0;
+}
+
 /* May the C core walk below mount m for this call? Layers only for
  * stat-like calls (the rest may copy up: Python's). */
 static int walkable(const struct thread_entry *t, int m, int rewrite)
@@ -419,6 +463,14 @@ static int path_decide(const struct thread_entry *t, int dirfd, const char *path
         if (n <= 0 || w.cur[0] != '/')
             return 0;               /* a bad dirfd, or not a directory: Python */
         w.cur[n] = '\0';
+        int i = mirrored(t, dirfd);
+        if (i >= 0) {
+            /* a directory the view opened, if it still is: its view path */
+            if (!t->lowpath[i] || strcmp(w.cur, t->lowhost[i]) != 0 ||
+                strlen(t->lowpath[i]) >= sizeof w.cur)
+                return 0;
+            strcpy(w.cur, t->lowpath[i]);
+        }
     }
     w.len = strlen(w.cur);
     int start = covering(w.cur, w.len);     /* a cwd or dirfd below a mount */
@@ -521,13 +573,12 @@ static int path_decide(const struct thread_entry *t, int dirfd, const char *path
     return walk_end(mapped, w.cur, path, host);
 }
 
-/* A descriptor the view does not mirror: the kernel's answer is the view's. */
-static int fd_is_plain(const struct thread_entry *t, long fd)
+/* A descriptor call the kernel may answer: a plain descriptor, or a
+ * native mirrored one when the call leaves the table alone. */
+static int fd_native(const struct thread_entry *t, long fd, int table_call)
 {
-    for (int i = 0; i < t->nlow; i++)
-        if (t->low[i] == fd)
-            return 0;
-    return 1;
+    int i = mirrored(t, fd);
+    return i < 0 || (!table_call && (t->lowflags[i] & UMVU_FD_NATIVE));
 }
 
 /* The window of a mirrored descriptor, or 0. */
@@ -574,8 +625,8 @@ static int fast_decide(int tid, long nr, const unsigned long *args, long *result
             stats.windows++;
             return 3;
         }
-        if ((info->path >= 0 && !fd_is_plain(t, (int)args[info->path])) ||
-            (info->path2 >= 0 && !fd_is_plain(t, (int)args[info->path2])))
+        if ((info->path >= 0 && !fd_native(t, (int)args[info->path], info->table)) ||
+            (info->path2 >= 0 && !fd_native(t, (int)args[info->path2], info->table)))
             return 0;
         stats.fds++;
         return 1;
@@ -587,7 +638,7 @@ static int fast_decide(int tid, long nr, const unsigned long *args, long *result
         if (pi < 0)
             continue;
         if (args[pi] == 0) {        /* utimensat(fd, NULL...): an fd call */
-            if (ai >= 0 && !fd_is_plain(t, (int)args[ai]))
+            if (ai >= 0 && !fd_native(t, (int)args[ai], 0))
                 return 0;
             continue;
         }
@@ -598,12 +649,13 @@ static int fast_decide(int tid, long nr, const unsigned long *args, long *result
         int dirfd = ai >= 0 ? (int)args[ai] : UMVU_AT_FDCWD;
         if (n == 0) {               /* "" with AT_EMPTY_PATH: the fd itself */
             if (info->empty >= 0 && (args[info->empty] & 0x1000) &&
-                !fd_is_plain(t, dirfd))
+                !fd_native(t, dirfd, 0))
                 return 0;
             continue;
         }
-        if (dirfd != UMVU_AT_FDCWD && path[0] != '/' && !fd_is_plain(t, dirfd))
-            return 0;
+        if (dirfd != UMVU_AT_FDCWD && path[0] != '/' && !fd_is_plain(t, dirfd) &&
+            !t->lowpath[mirrored(t, dirfd)])
+            return 0;               /* relative to a mirrored file: Python's */
         /* (a cwd below a mount: path_decide asks Python unless a bind) */
         int follow = 1;
         if (info->follow == UMVU_FOLLOW_NEVER)

@@ -132,6 +132,7 @@ class FastRow(NamedTuple):
     rewrite: int = 0            # 1 stat-like, 2 changes a file, 3 makes or
                                 # removes a name: the C core may rewrite the
                                 # path to the host one below a bind; 0 not
+    table: int = 0              # FAST_FD: it changes the descriptor table
 
 
 #: the row of a number trapped by a filter that nobody wants any more
@@ -175,15 +176,25 @@ def set_mounts(mounts: list[MountRow]) -> None:
     check(lib.umvu_set_mounts(table, len(mounts)))
 
 
+FD_NATIVE = lib.UMVU_FD_NATIVE
+
+
 def set_thread(tid: int, tgid: int, flags: int, cwd: str, fds=()) -> None:
     """What the C core knows of a thread: its process, TF_* flags, cwd and
-    the descriptors the view mirrors, as (fd, window id or 0) (more than
-    16: TF_PYTHON)."""
+    the descriptors the view mirrors, as (fd, window id or 0, FD_* flags,
+    a directory's view path or None, the host file it stands for) (more
+    than 16: TF_PYTHON)."""
     fds = list(fds)
-    check(lib.umvu_set_thread(tid, tgid, flags, os.fsencode(cwd),
-                              ffi.new("int[]", [fd for fd, _ in fds] or [0]),
-                              ffi.new("int[]", [win for _, win in fds] or [0]),
-                              len(fds)))
+    table = ffi.new("struct umvu_fd[]", max(len(fds), 1))
+    keep = []                   # the strings, alive during the call
+    for i, (fd, window, fd_flags, path, host) in enumerate(fds):
+        table[i].fd, table[i].window, table[i].flags = fd, window, fd_flags
+        if path is not None and host:
+            keep.append(ffi.new("char[]", os.fsencode(path)))
+            table[i].path = keep[-1]
+            keep.append(ffi.new("char[]", os.fsencode(host)))
+            table[i].host = keep[-1]
+    check(lib.umvu_set_thread(tid, tgid, flags, os.fsencode(cwd), table, len(fds)))
 
 
 WIN_READ, WIN_WRITE, WIN_RDONLY = lib.UMVU_WIN_READ, lib.UMVU_WIN_WRITE, lib.UMVU_WIN_RDONLY

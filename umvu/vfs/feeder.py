@@ -12,6 +12,7 @@ import os
 
 from .. import ccore, creds, syscall_table
 from ..servicetable import path_under
+from ..linux import O_DIRECTORY
 from .state import ProcFs
 
 #: calls that must always reach Python: they change or report the state
@@ -37,7 +38,7 @@ class CoreFeeder:
         if flags & ccore.TF_PYTHON or pfs.files.fds or pfs.exe or any(
                 path_under(pfs.fs.cwd, m) for m in self.vfs.services.mount_points()):
             self.proc_virtual()         # its /proc/PID/{root,fd,exe,cwd}
-        fds = [(fd, entry.window) for fd, (entry, _) in pfs.files]
+        fds = [describe(fd, entry) for fd, (entry, _) in pfs.files]
         for tid in proc.threads:
             ccore.set_thread(tid, proc.pid, flags, pfs.fs.cwd, fds)
 
@@ -85,6 +86,27 @@ class CoreFeeder:
         ccore.set_fast_rows(rows)
 
 
+def describe(fd: int, entry) -> tuple:
+    """What the C core is told of a mirrored descriptor (ccore.set_thread):
+    its window; native when the kernel's answers to its calls are the
+    view's (a file of a plain bind, with nothing the view adds); a
+    directory's view path, from which relative paths are walked."""
+    native = entry.served is None and entry.listing is None and not entry.trap \
+        and not entry.meta and not entry.window and _plain_bind(entry.service)
+    is_dir = entry.listing is not None or entry.flags & O_DIRECTORY
+    return (fd, entry.window, ccore.FD_NATIVE if native else 0,
+            entry.path if is_dir and entry.served is None else None, entry.host)
+
+
+def _plain_bind(service) -> bool:
+    host_dir = getattr(service, "host_dir", None)
+    try:
+        found = host_dir() if host_dir is not None else None
+    except Exception:
+        return False
+    return found is not None and found[1] is None
+
+
 def fast_row(nr: int) -> ccore.FastRow | None:
     """The C fast-path row (FastRow) of a number the VFS handles, or None."""
     sc = syscall_table.BY_NR[nr]
@@ -93,7 +115,8 @@ def fast_row(nr: int) -> ccore.FastRow | None:
     if sc.family in ("fd", "fdmeta", "fdattr"):
         fd = sc.fd if sc.fd is not None else -1
         fd2 = sc.fd2 if sc.fd2 is not None else -1
-        return ccore.FastRow(ccore.FAST_FD, path=fd, path2=fd2)
+        return ccore.FastRow(ccore.FAST_FD, path=fd, path2=fd2,
+                             table=int(sc.family == "fdmeta"))
     if sc.family != "path":
         return None
     path, at = (sc.path, sc.at) if sc.path is not None else (sc.path2, sc.at2)
