@@ -44,6 +44,10 @@ struct umvu_regs {              /* same layout as struct user_regs_struct */
 #define UMVU_EV_NOTIF        12 /* seccomp user notification: tid, nr, args,
                                    ip, arch valid; msg = notification id,
                                    status = the listener it came from      */
+#define UMVU_EV_FD_OPENED    13 /* journal only: the C core opened a file of
+                                   a plain bind for tid: status = the fd,
+                                   flags = the open flags, path = its path
+                                   in the view                             */
 
 #define UMVU_CLONE_VM    0x100
 #define UMVU_CLONE_VFORK 0x4000
@@ -80,14 +84,18 @@ unsigned long umvu_clone_flags(int tid);
 void umvu_set_spin(unsigned long ns);
 
 /* Process events handled in C while fast events are on (no filter
- * injection pending), written to a journal Python replays in order. */
+ * injection pending), and descriptors the C core opened below plain binds,
+ * written to a journal Python replays in order. */
 #define UMVU_JOURNAL_MAX 256
+#define UMVU_JOURNAL_ROOM 320       /* the journal's size: room for opens in
+                                       flight when it is full of events     */
 struct umvu_journal_entry {
-    int kind;                   /* UMVU_EV_CLONE, _EXEC or _EXITED */
+    int kind;                   /* UMVU_EV_CLONE, _EXEC, _EXITED, _FD_OPENED */
     int tid;
     int status;
     unsigned long msg;
-    unsigned long flags;        /* clone flags */
+    unsigned long flags;        /* clone flags; open flags */
+    char path[4097];            /* _FD_OPENED: the path in the view */
 };
 void umvu_set_fast_events(int on);
 /* Before each umvu_wait: the exit of watch_pid returns to Python, and every
@@ -115,6 +123,7 @@ int umvu_journal_take(struct umvu_journal_entry *out, int max);
 #define UMVU_FOLLOW_NEVER 1
 #define UMVU_FOLLOW_AT 2        /* unless AT_SYMLINK_NOFOLLOW in follow_arg   */
 #define UMVU_FOLLOW_O 3         /* unless O_NOFOLLOW in follow_arg            */
+#define UMVU_REWRITE_OPEN 4     /* umvu_fast_row.rewrite of an open           */
 struct umvu_fast_row {
     signed char kind;           /* UMVU_FAST_*                                */
     signed char path, at;       /* argument indexes, -1 none; FAST_FD: path   */
@@ -126,7 +135,10 @@ struct umvu_fast_row {
                                    rewritten to its host path by the C core:
                                    1 a stat-like call, 2 one that changes a
                                    file, 3 one that makes or removes a name
-                                   (a trailing slash follows no link); 0 not */
+                                   (a trailing slash follows no link); 4 an
+                                   open (below a plain bind only: the C
+                                   core mirrors the descriptor, journaled
+                                   as UMVU_EV_FD_OPENED); 0 not          */
     signed char table;          /* FAST_FD: the call changes the descriptor
                                    table (close, dup, fcntl): Python's even
                                    on an UMVU_FD_NATIVE descriptor          */

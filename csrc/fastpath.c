@@ -45,6 +45,8 @@ struct thread_entry {
     char *lowhost[LOWFDS];          /* and the host file it stands for */
     char *cwd;
     int pending;                    /* rewritten: registers to put back */
+    char *popen_view, *popen_host;  /* an open rewritten: its paths... */
+    unsigned long popen_flags;      /* ...and flags */
     signed char preg[2];
     unsigned long psave[2];
 };
@@ -70,9 +72,15 @@ static struct thread_entry threads[TABLE_SIZE];
 static struct mount *mounts;
 static int nmounts;
 
-/* what fast_decide said to rewrite: argument, its dirfd, the host path */
+/* what fast_decide said to rewrite: argument, its dirfd, the host path;
+ * for an open, its flags and the path in the view */
 static int rw_arg, rw_at;
 static char rw_path[UMVU_PATH_MAX + 1];
+static int rw_open;
+static unsigned long rw_flags;
+static char rw_view[UMVU_PATH_MAX + 1];
+static int opens_in_flight;         /* opens rewritten, exit stop not seen */
+#define OPENS_MAX 64                /* the journal keeps room for as many */
 
 int umvu_set_fast_rows(const struct umvu_fast_row *given, int n)
 {
@@ -117,6 +125,7 @@ static struct thread_entry *lookup(int tid)
 
 static int set_thread(int tid, int tgid, int flags, const char *cwd,
                       const struct umvu_fd *fds, int nfds);
+static void forget_open(struct thread_entry *e);
 
 int umvu_set_thread(int tid, int tgid, int flags, const char *cwd,
                     const struct umvu_fd *fds, int nfds)
@@ -151,6 +160,7 @@ static int set_thread(int tid, int tgid, int flags, const char *cwd,
         e->cwd = NULL;
         e->pending = 0;
         e->nlow = 0;
+        e->popen_view = e->popen_host = NULL;
     }
     char *copy = strdup(cwd);
     if (!copy)
@@ -192,6 +202,7 @@ void umvu_forget_thread(int tid)
         free(e->cwd);
         e->cwd = NULL;
         free_lowpaths(e);
+        forget_open(e);
         e->tid = -1;
     }
     pthread_mutex_unlock(&table_lock);
@@ -405,6 +416,9 @@ static int walk_end(int mapped, const char *view, const char *path, char *host)
         return 0;                   /* EBUSY, EEXIST, /proc/PID...: Python's */
     if (host_of(covering(view, strlen(view)), view, host, UMVU_PATH_MAX) < 0)
         return 0;
+    if (strlen(view) > UMVU_PATH_MAX)
+        return 0;
+    strcpy(rw_view, view);
     size_t n = strlen(path), h = strlen(host);
     if (n > 1 && path[n - 1] == '/' && host[h - 1] != '/') {
         if (h + 2 > UMVU_PATH_MAX)
@@ -414,9 +428,6 @@ static int walk_end(int mapped, const char *view, const char *path, char *host)
     return strcmp(host, path) == 0 ? 1 : 2;
 }
 
-/* Walk `path` as the view would. 1: the kernel resolves it exactly so and
- * reaches nothing virtual; 2: the same holds for the host path written to
- * host (below plain bind mounts); 0: ask Python. */
 /* The index of a descriptor the view mirrors, or -1. */
 static int mirrored(const struct thread_entry *t, long fd)
 {
@@ -440,6 +451,9 @@ static int walkable(const struct thread_entry *t, int m, int rewrite)
            (!mounts[m].bottom || rewrite == 1);
 }
 
+/* Walk `path` as the view would. 1: the kernel resolves it exactly so and
+ * reaches nothing virtual; 2: the same holds for the host path written to
+ * host (below plain bind mounts); 0: ask Python. */
 static int path_decide(const struct thread_entry *t, int dirfd, const char *path,
                        int follow_last, int rewrite, char *host)
 {
@@ -664,15 +678,26 @@ static int fast_decide(int tid, long nr, const unsigned long *args, long *result
             follow = !(args[info->follow_arg] & 0x100);
         else if (info->follow == UMVU_FOLLOW_O)
             follow = !(args[info->follow_arg] & 0400000);
+        unsigned long oflags = 0;
+        if (info->rewrite == UMVU_REWRITE_OPEN) {
+            /* creat() has no flags argument */
+            oflags = info->follow == UMVU_FOLLOW_O ? args[info->follow_arg] : 01101;
+            if ((oflags & 0300) == 0300)
+                follow = 0;         /* O_CREAT|O_EXCL: a last link is not followed */
+        }
         int r = path_decide(t, dirfd, path, follow, info->rewrite, rw_path);
         if (r == 2 && (!info->rewrite || info->path2 >= 0))
-            return 0;           /* opens and two-path calls: Python's */
+            return 0;           /* two-path calls: Python's */
         if (r != 1 && r != 2)
             return 0;
         if (r == 2) {
             rw_arg = pi;
             rw_at = ai;
             verdict = 2;
+            rw_open = info->rewrite == UMVU_REWRITE_OPEN;
+            rw_flags = oflags;
+            if (rw_open && opens_in_flight >= OPENS_MAX)
+                return 0;
         }
     }
     stats.paths++;
@@ -699,6 +724,18 @@ int umvu_fast_rewrite(int tid, unsigned long sp)
         return -1;
     pthread_mutex_lock(&table_lock);
     struct thread_entry *e = lookup(tid);
+    if (e && rw_open) {
+        free(e->popen_view);
+        e->popen_view = strdup(rw_view);
+        free(e->popen_host);
+        e->popen_host = strdup(rw_path);
+        if (!e->popen_view || !e->popen_host)
+            e = NULL;                   /* no memory: Python's */
+        else {
+            e->popen_flags = rw_flags;
+            opens_in_flight++;
+        }
+    }
     if (e) {
         e->pending = 1 + (rw_at >= 0);
         e->preg[0] = (signed char)rw_arg;
@@ -711,15 +748,68 @@ int umvu_fast_rewrite(int tid, unsigned long sp)
         }
     }
     int ok = e && umvu_setregs(tid, &regs) == 0;
-    if (e && !ok)
+    if (e && !ok) {
         e->pending = 0;
+        forget_open(e);
+    }
     pthread_mutex_unlock(&table_lock);
     return ok ? 0 : -1;
 }
 
+/* An open the C core rewrote: a descriptor of a plain bind. The thread's
+ * table gets it now (native, with a directory's view path); Python hears
+ * of it through the journal (*opened). */
+static int opened(struct thread_entry *e, long fd, struct umvu_journal_entry *out)
+{
+    if (fd < 0)
+        return 0;
+    memset(out, 0, sizeof *out);
+    out->kind = UMVU_EV_FD_OPENED;
+    out->tid = e->tid;
+    out->status = (int)fd;
+    out->flags = e->popen_flags;
+    snprintf(out->path, sizeof out->path, "%s", e->popen_view);
+    int i = mirrored(e, fd);
+    if (i < 0 && e->nlow >= LOWFDS) {
+        e->flags |= UMVU_TF_PYTHON;     /* Python's sync says so too */
+    } else {
+        if (i < 0) {
+            i = e->nlow++;
+            e->lowpath[i] = e->lowhost[i] = NULL;
+        }
+        free(e->lowpath[i]);
+        free(e->lowhost[i]);
+        e->low[i] = (int)fd;
+        e->win[i] = 0;
+        e->lowflags[i] = UMVU_FD_NATIVE;
+        e->lowpath[i] = e->lowhost[i] = NULL;
+        struct stat st;                 /* a directory: relative paths below */
+        if ((e->popen_flags & 0200000) ||
+            (stat(e->popen_host, &st) == 0 &&
+             S_ISDIR(st.st_mode))) {
+            e->lowpath[i] = e->popen_view;
+            e->lowhost[i] = e->popen_host;
+            e->popen_view = e->popen_host = NULL;
+            opens_in_flight--;          /* (forget_open sees no strings) */
+        }
+    }
+    proc_virtual = 1;                   /* its /proc/PID/fd/N is the view's */
+    return 1;
+}
+
+static void forget_open(struct thread_entry *e)
+{
+    if (e->popen_view || e->popen_host)
+        opens_in_flight--;
+    free(e->popen_view);
+    free(e->popen_host);
+    e->popen_view = e->popen_host = NULL;
+}
+
 /* At a syscall-exit stop: put back what umvu_fast_rewrite changed (the
- * syscall ABI promises the caller its argument registers). 1: done. */
-int umvu_fast_restore(int tid)
+ * syscall ABI promises the caller its argument registers). 1: done; 2:
+ * done, and an open to journal is in *opened. */
+int umvu_fast_restore(int tid, struct umvu_journal_entry *journal)
 {
     pthread_mutex_lock(&table_lock);
     struct thread_entry *e = lookup(tid);
@@ -731,14 +821,20 @@ int umvu_fast_restore(int tid)
         memcpy(saved, e->psave, sizeof saved);
         e->pending = 0;
     }
-    pthread_mutex_unlock(&table_lock);
-    if (!n)
+    if (!n) {
+        pthread_mutex_unlock(&table_lock);
         return 0;
+    }
     struct umvu_regs regs;
-    if (umvu_getregs(tid, &regs) < 0)
-        return 1;                   /* gone */
-    for (int i = 0; i < n; i++)
-        *reg(&regs, which[i]) = saved[i];
-    umvu_setregs(tid, &regs);
-    return 1;
+    int r = 1;
+    if (umvu_getregs(tid, &regs) == 0) {
+        if (e->popen_view && opened(e, (long)regs.rax, journal))
+            r = 2;
+        for (int i = 0; i < n; i++)
+            *reg(&regs, which[i]) = saved[i];
+        umvu_setregs(tid, &regs);
+    }
+    forget_open(e);
+    pthread_mutex_unlock(&table_lock);
+    return r;
 }

@@ -10,7 +10,9 @@ int umvu_fast_decide(int tid, long nr, const unsigned long *args, long *result);
  * thread is resumed to its exit stop, where umvu_fast_restore puts the
  * registers back. Return 0 when done (else: ask Python). */
 int umvu_fast_rewrite(int tid, unsigned long sp);
-/* at a syscall-exit stop: 1 when it was a rewritten call, now restored */
-int umvu_fast_restore(int tid);
+/* at a syscall-exit stop: 1 when it was a rewritten call, now restored;
+ * 2 when it also was an open whose descriptor Python must hear of: the
+ * journal entry is written to *journal */
+int umvu_fast_restore(int tid, struct umvu_journal_entry *journal);
 
 #endif

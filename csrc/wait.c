@@ -73,7 +73,7 @@ static int get_info(int tid, struct umvu_event *ev)
     return 0;
 }
 
-static struct umvu_journal_entry journal_entries[UMVU_JOURNAL_MAX];
+static struct umvu_journal_entry journal_entries[UMVU_JOURNAL_ROOM];
 static int journal_len;
 static int fast_events;         /* no filter injection pending */
 static int early_pending;       /* Python keeps stops of unannounced children */
@@ -181,9 +181,19 @@ static int decode(int tid, int status, struct umvu_event *ev, int fast)
     if (WIFEXITED(status) || WIFSIGNALED(status)) {
         ev->kind = UMVU_EV_EXITED;
     } else if (WSTOPSIG(status) == (SIGTRAP | 0x80)) {
-        if (fast && umvu_fast_restore(tid)) {
-            ptrace(PTRACE_CONT, tid, 0, 0);
-            return 1;
+        if (fast) {
+            /* an open's entry: the journal keeps room for every open in
+             * flight (fastpath.c's OPENS_MAX, below UMVU_JOURNAL_ROOM) */
+            int r = umvu_fast_restore(tid, &journal_entries[journal_len]);
+            if (r == 2)
+                journal_len++;
+            if (r) {
+                ptrace(PTRACE_CONT, tid, 0, 0);
+                if (journal_len < UMVU_JOURNAL_MAX)
+                    return 1;
+                ev->kind = UMVU_EV_JOURNAL_FULL;
+                return 0;
+            }
         }
         ev->kind = UMVU_EV_SYSCALL_EXIT;     /* refined by get_info */
         get_info(tid, ev);

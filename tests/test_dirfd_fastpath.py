@@ -61,6 +61,23 @@ say("reused", plain == d, desc(plain, "passwd"), desc(plain, "../" + os.path.bas
 os.dup2(root, 77)
 say("dup2", desc(77, "sub/a"), desc(77, "sub/../file"), desc(77, "lnk/a"))
 say("escape", desc(root, "../../../etc/passwd"), desc(root, "out/passwd"))
+# opens the C core makes below a plain bind: /proc shows the view's path
+sub = os.open("sub", os.O_RDONLY, dir_fd=root)          # a directory, no O_DIRECTORY
+say("proc", os.readlink("/proc/self/fd/%d" % sub), desc(sub, "a"))
+f = os.open("sub/a", os.O_RDONLY, dir_fd=root)
+say("procfile", os.readlink("/proc/self/fd/%d" % f), os.read(f, 10))
+# O_CREAT|O_EXCL never follows a last symlink; O_CREAT through one creates its target
+try:
+    os.open("dangling", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=root)
+    say("excl", "created")
+except OSError as e:
+    say("excl", "E%d" % e.errno)
+made = os.open("dangling", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=root)
+os.write(made, b"made")
+say("through", desc(root, "nowhere"), sorted(os.listdir(root)))
+os.unlink("nowhere", dir_fd=root)
+os.fchdir(sub)
+say("fchdir", os.getcwd(), desc(-100, "a"), desc(-100, "../file"))
 '''
 
 

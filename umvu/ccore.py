@@ -249,15 +249,25 @@ def stats() -> dict[str, int]:
             "windows": out.windows}
 
 
-_journal = ffi.new("struct umvu_journal_entry[]", lib.UMVU_JOURNAL_MAX)
+_journal = ffi.new("struct umvu_journal_entry[]", lib.UMVU_JOURNAL_ROOM)
+EV_FD_OPENED = lib.UMVU_EV_FD_OPENED
+REWRITE_OPEN = lib.UMVU_REWRITE_OPEN
 
 
-def journal_take() -> list[tuple[int, int, int, int, int]]:
-    """The process events the C core handled alone since the last call,
-    oldest first: (kind, tid, msg, flags, status)."""
-    n = lib.umvu_journal_take(_journal, lib.UMVU_JOURNAL_MAX)
-    return [(e.kind, e.tid, e.msg, e.flags, e.status)
-            for e in (_journal[i] for i in range(n))]
+def journal_take() -> list[tuple]:
+    """The process events the C core handled alone since the last call, and
+    the descriptors it opened, oldest first: (kind, tid, msg, flags,
+    status), and for EV_FD_OPENED the path in the view last."""
+    n = lib.umvu_journal_take(_journal, lib.UMVU_JOURNAL_ROOM)
+    out = []
+    for i in range(n):
+        e = _journal[i]
+        if e.kind == EV_FD_OPENED:
+            out.append((e.kind, e.tid, e.msg, e.flags, e.status,
+                        os.fsdecode(ffi.string(e.path))))
+        else:
+            out.append((e.kind, e.tid, e.msg, e.flags, e.status))
+    return out
 
 
 def spawn(path: str, argv: list[str], env: dict[str, str], notif_bpf: bytes,

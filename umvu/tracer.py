@@ -10,6 +10,8 @@ It knows nothing of modules. It reports to a *handler* object:
   handler.on_exit(process)
   handler.on_tightened()      some process traps more numbers than before
                               (tighten_process): see Tracer.tightened
+  handler.on_fd_opened(process, fd, flags, path)
+                              the C core opened a file for it (journaled)
 """
 
 from __future__ import annotations
@@ -389,8 +391,12 @@ class Tracer:
             self._apply(entry)
 
     def _apply(self, entry) -> None:
-        kind, tid, msg, flags, status = entry
+        kind, tid, msg, flags, status = entry[:5]
         thread = self.threads.get(tid)
+        if kind == ccore.EV_FD_OPENED:
+            if thread is not None:
+                self.handler.on_fd_opened(thread.process, status, flags, entry[5])
+            return
         if thread is None and kind == ccore.EV_EXITED:
             self._early_exit(tid, ("journal", entry))
         elif thread is None:

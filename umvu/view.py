@@ -245,6 +245,11 @@ class View:
         the rows of those numbers to let their plain calls through."""
         self._update_fast(any("path" in m.families for m in self.modules.values()))
 
+    def on_fd_opened(self, process, fd: int, flags: int, path: str) -> None:
+        """The C core opened a file below a plain bind (journaled)."""
+        if self.vfs is not None:
+            self.vfs.paths.opened_in_c(process, fd, flags, path)
+
     # ---- waiting: worker threads ------------------------------------------
     def may_wait(self) -> None:
         if threading.current_thread() is threading.main_thread() and \

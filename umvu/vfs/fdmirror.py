@@ -190,6 +190,8 @@ class FdMirror:
         if whence != 0:
             return -errno.EINVAL
         entry.pos = offset
+        if offset == 0:
+            entry.entries = None    # rewinddir: the directory as it is now
         return offset
 
     # ---- metadata changes on descriptors ----------------------------------------------

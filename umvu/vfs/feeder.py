@@ -93,7 +93,8 @@ def describe(fd: int, entry) -> tuple:
     directory's view path, from which relative paths are walked."""
     native = entry.served is None and entry.listing is None and not entry.trap \
         and not entry.meta and not entry.window and _plain_bind(entry.service)
-    is_dir = entry.listing is not None or entry.flags & O_DIRECTORY
+    is_dir = entry.listing is not None or entry.flags & O_DIRECTORY or \
+        entry.private.get("dir")
     return (fd, entry.window, ccore.FD_NATIVE if native else 0,
             entry.path if is_dir and entry.served is None else None, entry.host)
 
@@ -132,8 +133,9 @@ def fast_row(nr: int) -> ccore.FastRow | None:
     # of a call that opens a descriptor (the view mirrors those); below
     # layers (cow) only of a stat-like one (the others may copy up)
     op = sc.op
-    rewrite = 0 if path2 is not None or op in (None, "open") or \
-        sc.name == "openat2" else {"stat": 1, "modify": 2}.get(op, 3)
+    rewrite = 0 if path2 is not None or op is None or \
+        sc.name == "openat2" else {"stat": 1, "modify": 2,
+                                    "open": ccore.REWRITE_OPEN}.get(op, 3)
     if sc.name in ("access", "faccessat", "faccessat2"):
         rewrite = 2     # below layers a service answers as a copy-up would
 

@@ -236,13 +236,32 @@ class PathCalls:
         def opened(fd, path=res.path, service=res.service):
             if fd < 0:
                 return None
-            pfs.files.add(fd, OpenFile(path, service, flags, final.path,
-                                       final.listing, trap=final.trap_fd,
-                                       meta=final.meta), bool(flags & O_CLOEXEC))
+            entry = OpenFile(path, service, flags, final.path, final.listing,
+                             trap=final.trap_fd, meta=final.meta)
+            entry.private["dir"] = _is_dir(final.path)
+            pfs.files.add(fd, entry, bool(flags & O_CLOEXEC))
             self.vfs.fds.watch(stop, pfs, fd)
             self.vfs.feeder.changed(pfs)
             return None
         stop.on_exit(opened)
+
+    def opened_in_c(self, proc, fd: int, flags: int, path: str) -> None:
+        """The C core opened `path` below a plain bind for proc (from the
+        journal): mirror the descriptor as track_open does, with the host
+        path the bind's promise (host_dir) gives."""
+        pfs = self.vfs.known_state(proc)
+        service = self.vfs.services.for_path(path)
+        if pfs is None or service is None:
+            return
+        found = service.host_dir() if hasattr(service, "host_dir") else None
+        if not found or found[1] is not None:
+            return                      # unmounted meanwhile: stale
+        rel = path[len(service.target):] if service.target != "/" else path
+        host = (found[0].rstrip("/") + rel) or "/"
+        entry = OpenFile(path, service, flags & ~O_CLOEXEC, host)
+        entry.private["dir"] = _is_dir(host)
+        pfs.files.add(fd, entry, bool(flags & O_CLOEXEC))
+        self.vfs.feeder.changed(pfs)
 
     # ---- openat2: RESOLVE_* flags are applied by the walk ---------------------
     def sys_openat2(self, stop, pfs, sc):
@@ -476,3 +495,12 @@ class PathCalls:
 
     def sys_io_uring_setup(self, stop, pfs, sc):
         return -errno.ENOSYS if self.services.mount_points() else None
+
+
+def _is_dir(host: str) -> bool:
+    """A descriptor opened on a directory (with or without O_DIRECTORY):
+    the C core walks paths relative to it."""
+    try:
+        return stat.S_ISDIR(os.stat(host).st_mode)
+    except OSError:
+        return False
