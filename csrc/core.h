@@ -124,6 +124,9 @@ int umvu_journal_take(struct umvu_journal_entry *out, int max);
 #define UMVU_FOLLOW_AT 2        /* unless AT_SYMLINK_NOFOLLOW in follow_arg   */
 #define UMVU_FOLLOW_O 3         /* unless O_NOFOLLOW in follow_arg            */
 #define UMVU_REWRITE_OPEN 4     /* umvu_fast_row.rewrite of an open           */
+#define UMVU_REWRITE_EXEC 5     /* of an execve: it runs as it is only when   */
+                                /* neither the file nor its #! interpreter    */
+                                /* reaches anything virtual                   */
 struct umvu_fast_row {
     signed char kind;           /* UMVU_FAST_*                                */
     signed char path, at;       /* argument indexes, -1 none; FAST_FD: path   */

@@ -194,6 +194,32 @@ static int set_thread(int tid, int tgid, int flags, const char *cwd,
     return 0;
 }
 
+/* A clone the wait loop handled alone: the child starts with its parent's
+ * entry (same cwd, flags and descriptors: a fork copies them, a thread
+ * shares them), so that its first calls (the exec after a fork) need not
+ * wait for Python's replay of the journal, which sets it again. */
+void umvu_fast_clone(int parent, int child, unsigned long flags)
+{
+    pthread_mutex_lock(&table_lock);
+    struct thread_entry *p = lookup(parent);
+    if (p && !lookup(child) && p->cwd) {
+        struct umvu_fd fds[LOWFDS];
+        for (int i = 0; i < p->nlow; i++) {
+            fds[i].fd = p->low[i];
+            fds[i].window = p->win[i];
+            fds[i].flags = p->lowflags[i];
+            fds[i].path = p->lowpath[i];
+            fds[i].host = p->lowhost[i];
+        }
+        char *cwd = strdup(p->cwd);
+        if (cwd)
+            set_thread(child, (flags & 0x10000) ? p->tgid : child,  /* CLONE_THREAD */
+                       p->flags, cwd, fds, p->nlow);
+        free(cwd);
+    }
+    pthread_mutex_unlock(&table_lock);
+}
+
 void umvu_forget_thread(int tid)
 {
     pthread_mutex_lock(&table_lock);
@@ -606,6 +632,47 @@ static int fd_window(const struct thread_entry *t, long fd)
 
 static int fast_decide(int tid, long nr, const unsigned long *args, long *result);
 
+/* An exec the kernel may run as it is: the file (reached as the caller
+ * names it: nothing virtual on the way) is no `#!` script, or its
+ * interpreter is an absolute path that reaches nothing virtual and is no
+ * script itself (deeper chains: Python's). */
+static int script_untouched(const struct thread_entry *t, const char *path)
+{
+    char file[UMVU_PATH_MAX + 8], head[258], interp[UMVU_PATH_MAX], host[UMVU_PATH_MAX + 1];
+    for (int depth = 0; depth < 2; depth++) {
+        int n = path[0] == '/' ? snprintf(file, sizeof file, "%s", path)
+                               : snprintf(file, sizeof file, "%s/%s", t->cwd, path);
+        if (n < 0 || (size_t)n >= sizeof file)
+            return 0;
+        int fd = open(file, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0)
+            return 1;               /* the kernel says why */
+        struct stat st;
+        ssize_t got = fstat(fd, &st) == 0 && S_ISREG(st.st_mode)
+                      ? read(fd, head, 256) : 0;
+        close(fd);
+        if (got < 2 || head[0] != '#' || head[1] != '!')
+            return 1;               /* not a script: the kernel's */
+        if (depth == 1)
+            return 0;               /* an interpreter that is a script */
+        head[got] = '\0';
+        char *p = head + 2, *end;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        for (end = p; *end && *end != ' ' && *end != '\t' && *end != '\n'; end++)
+            ;
+        if (*p != '/' || !memchr(head, '\n', (size_t)got) ||
+            (size_t)(end - p) >= sizeof interp)
+            return 0;
+        memcpy(interp, p, (size_t)(end - p));
+        interp[end - p] = '\0';
+        if (path_decide(t, UMVU_AT_FDCWD, interp, 1, UMVU_REWRITE_EXEC, host) != 1)
+            return 0;
+        path = interp;
+    }
+    return 0;
+}
+
 /* Called at a seccomp stop: 1 when the call can run in the kernel untouched. */
 int umvu_fast_decide(int tid, long nr, const unsigned long *args, long *result)
 {
@@ -686,6 +753,8 @@ static int fast_decide(int tid, long nr, const unsigned long *args, long *result
                 follow = 0;         /* O_CREAT|O_EXCL: a last link is not followed */
         }
         int r = path_decide(t, dirfd, path, follow, info->rewrite, rw_path);
+        if (info->rewrite == UMVU_REWRITE_EXEC)
+            return r == 1 && script_untouched(t, path) ? (stats.paths++, 1) : 0;
         if (r == 2 && (!info->rewrite || info->path2 >= 0))
             return 0;           /* two-path calls: Python's */
         if (r != 1 && r != 2)

@@ -15,4 +15,7 @@ int umvu_fast_rewrite(int tid, unsigned long sp);
  * journal entry is written to *journal */
 int umvu_fast_restore(int tid, struct umvu_journal_entry *journal);
 
+/* a clone handled in the wait loop: the child starts with its parent's entry */
+void umvu_fast_clone(int parent, int child, unsigned long flags);
+
 #endif

@@ -153,10 +153,13 @@ static int fast_event(struct umvu_event *ev)
         else
             ptrace(PTRACE_CONT, tid, 0, 0);
         return 1;
-    case UMVU_EV_CLONE:
-        journal(ev->kind, ev, umvu_clone_flags(tid));
+    case UMVU_EV_CLONE: {
+        unsigned long flags = umvu_clone_flags(tid);
+        umvu_fast_clone(tid, (int)ev->msg, flags);
+        journal(ev->kind, ev, flags);
         ptrace(PTRACE_CONT, tid, 0, 0);
         return 1;
+    }
     case UMVU_EV_EXEC:
         journal(ev->kind, ev, 0);
         ptrace(PTRACE_CONT, tid, 0, 0);

@@ -252,6 +252,7 @@ def stats() -> dict[str, int]:
 _journal = ffi.new("struct umvu_journal_entry[]", lib.UMVU_JOURNAL_ROOM)
 EV_FD_OPENED = lib.UMVU_EV_FD_OPENED
 REWRITE_OPEN = lib.UMVU_REWRITE_OPEN
+REWRITE_EXEC = lib.UMVU_REWRITE_EXEC
 
 
 def journal_take() -> list[tuple]:

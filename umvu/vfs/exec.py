@@ -88,11 +88,11 @@ class ExecCalls:
                  if type(m).exec_interpreter is not Module.exec_interpreter]
         argv_at = 1 if sc.name == "execve" else 2
         filename = vpath
-        if hooks:       # the name the caller gave, as the kernel passes it on
-            given = decode.read_path(stop, stop.args[sc.path])
-            if given.startswith("/") or sc.at is None or \
-                    signed32(stop.args[sc.at]) == AT_FDCWD:
-                filename = given
+        # the name the caller gave, as the kernel passes it on ($0 of a script)
+        given = decode.read_path(stop, stop.args[sc.path])
+        if given.startswith("/") or sc.at is None or \
+                signed32(stop.args[sc.at]) == AT_FDCWD:
+            filename = given
         strings = None          # the new argv (strings, or the caller's pointers)
         rewritten = False
         for depth in range(EXEC_DEPTH + 1):
@@ -123,8 +123,11 @@ class ExecCalls:
                                           stop.process.pid)
             if res.error:
                 return -res.error
-            if script and not res.touched and not rewritten and not hooks:
-                return None     # the kernel finds it
+            if script and not res.touched and not rewritten and not hooks and \
+                    host == vpath:
+                return None     # the kernel finds it (and names the script
+                                # as the caller did: a script below a mount
+                                # must be named by its path in the view)
             final = self.vfs.paths.final(stop, res, PathCall(
                 "execve", "stat", res.path, caller=decode.caller(stop)))
             if isinstance(final, int):

@@ -17,7 +17,7 @@ from .state import ProcFs
 
 #: calls that must always reach Python: they change or report the state
 #: (close_range's descriptor argument starts a range: not one to check)
-SLOW = {"chdir", "fchdir", "chroot", "execve", "execveat", "getcwd",
+SLOW = {"chdir", "fchdir", "chroot", "execveat", "getcwd",
         "io_uring_setup", "bind", "connect", "close_range"}
 
 
@@ -68,6 +68,12 @@ class CoreFeeder:
         self.sync_all()
 
     # ---- per syscall number ----------------------------------------------------------
+    def _exec_hooks(self) -> bool:
+        """Some loaded module wants to hear of every exec."""
+        from ..module import Module
+        return any(type(m).exec_interpreter is not Module.exec_interpreter
+                   for m in self.vfs.view.modules.values())
+
     def set_rows(self, trapped, taken, vfs_active: bool) -> None:
         """What the C core may decide alone at a seccomp stop, for each
         trapped number: a path or descriptor row of the VFS's, or resume at
@@ -78,7 +84,7 @@ class CoreFeeder:
             if taken(nr):
                 continue
             if vfs_active and nr in self.vfs.handlers:
-                row = fast_row(nr)
+                row = fast_row(nr, self._exec_hooks())
                 if row is not None:
                     rows[nr] = row
             else:
@@ -108,10 +114,12 @@ def _plain_bind(service) -> bool:
     return found is not None and found[1] is None
 
 
-def fast_row(nr: int) -> ccore.FastRow | None:
-    """The C fast-path row (FastRow) of a number the VFS handles, or None."""
+def fast_row(nr: int, exec_hooks: bool = False) -> ccore.FastRow | None:
+    """The C fast-path row (FastRow) of a number the VFS handles, or None.
+    execve: only while no module has an exec_interpreter hook (it must see
+    every exec then)."""
     sc = syscall_table.BY_NR[nr]
-    if sc.name in SLOW:
+    if sc.name in SLOW or sc.name == "execve" and exec_hooks:
         return None
     if sc.family in ("fd", "fdmeta", "fdattr"):
         fd = sc.fd if sc.fd is not None else -1
@@ -138,6 +146,8 @@ def fast_row(nr: int) -> ccore.FastRow | None:
                                     "open": ccore.REWRITE_OPEN}.get(op, 3)
     if sc.name in ("access", "faccessat", "faccessat2"):
         rewrite = 2     # below layers a service answers as a copy-up would
+    if sc.name == "execve":
+        rewrite = ccore.REWRITE_EXEC
 
     return ccore.FastRow(ccore.FAST_PATH, path=none(path), at=none(at),
                          path2=none(path2), at2=none(at2), follow=follow,
