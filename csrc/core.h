@@ -48,6 +48,12 @@ struct umvu_regs {              /* same layout as struct user_regs_struct */
                                    a plain bind for tid: status = the fd,
                                    flags = the open flags, path = its path
                                    in the view                             */
+#define UMVU_EV_FD_CLOSED    14 /* journal only: tid closed mirrored fd
+                                   status                                  */
+#define UMVU_EV_FD_DUP       15 /* journal only: tid dup'ed mirrored fd msg
+                                   to status; flags = 1: close-on-exec     */
+#define UMVU_EV_FD_CLOEXEC   16 /* journal only: F_SETFD on mirrored fd
+                                   status; flags = its FD_CLOEXEC          */
 
 #define UMVU_CLONE_VM    0x100
 #define UMVU_CLONE_VFORK 0x4000
@@ -124,6 +130,12 @@ int umvu_journal_take(struct umvu_journal_entry *out, int max);
 #define UMVU_FOLLOW_AT 2        /* unless AT_SYMLINK_NOFOLLOW in follow_arg   */
 #define UMVU_FOLLOW_O 3         /* unless O_NOFOLLOW in follow_arg            */
 #define UMVU_REWRITE_OPEN 4     /* umvu_fast_row.rewrite of an open           */
+#define UMVU_FDC_DATA 0         /* fdclass: reads, writes, seeks, maps...     */
+#define UMVU_FDC_TABLE 1        /* changes the descriptor table (close, dup,  */
+                                /* fcntl): Python's, or journaled in C        */
+#define UMVU_FDC_ATTR 2         /* changes the file's attributes (fchmod,     */
+                                /* xattrs, ioctl)                             */
+#define UMVU_FDC_STAT 3         /* reports them (fstat)                       */
 #define UMVU_REWRITE_EXEC 5     /* of an execve: it runs as it is only when   */
                                 /* neither the file nor its #! interpreter    */
                                 /* reaches anything virtual                   */
@@ -142,9 +154,9 @@ struct umvu_fast_row {
                                    open (below a plain bind only: the C
                                    core mirrors the descriptor, journaled
                                    as UMVU_EV_FD_OPENED); 0 not          */
-    signed char table;          /* FAST_FD: the call changes the descriptor
-                                   table (close, dup, fcntl): Python's even
-                                   on an UMVU_FD_NATIVE descriptor          */
+    signed char fdclass;        /* FAST_FD: UMVU_FDC_*, what the call does to
+                                   its descriptor (which UMVU_FD_* flags
+                                   let it run in the kernel)              */
 };
 /* rows[nr] for nr < n, the rest UMVU_FAST_PYTHON */
 int umvu_set_fast_rows(const struct umvu_fast_row *rows, int n);
@@ -158,6 +170,15 @@ int umvu_set_fast_rows(const struct umvu_fast_row *rows, int n);
 #define UMVU_FD_NATIVE 1        /* the kernel's answers are the view's for its */
                                 /* calls (a file of a plain bind): only those  */
                                 /* that change the table (close, dup) stop     */
+#define UMVU_FD_READS 8         /* its data and stat calls are the kernel's    */
+                                /* (a lower layer's file, nothing of the      */
+                                /* service's to show): attribute changes stop */
+#define UMVU_FD_STAT 16         /* its stat calls are the kernel's (a merged   */
+                                /* directory with no metadata of its own)     */
+#define UMVU_FD_TABLE_C 2       /* its close and F_SETFD may be done in C and  */
+                                /* journaled (UMVU_EV_FD_*): not a served file */
+#define UMVU_FD_DUP_C 4         /* and its dup* too: a dup needs no filter of  */
+                                /* its own                                     */
 struct umvu_fd {
     int fd;
     int window;                 /* its window (window.c), or 0               */

@@ -31,7 +31,7 @@
 #define TABLE_SIZE 8192             /* threads; power of two */
 #define MAXSYMLINKS 40
 
-#define LOWFDS 16
+#define LOWFDS 64                   /* mirrored descriptors a thread may hold */
 
 struct thread_entry {
     int tid;                        /* 0: free, -1: deleted */
@@ -47,6 +47,9 @@ struct thread_entry {
     int pending;                    /* rewritten: registers to put back */
     char *popen_view, *popen_host;  /* an open rewritten: its paths... */
     unsigned long popen_flags;      /* ...and flags */
+    int pdup;                       /* a dup on its way: 1 + the old fd's index */
+    int pdup_old, pdup_new;         /* the old fd; dup2/dup3's target or -1 */
+    int pdup_cloexec;
     signed char preg[2];
     unsigned long psave[2];
 };
@@ -126,6 +129,7 @@ static struct thread_entry *lookup(int tid)
 static int set_thread(int tid, int tgid, int flags, const char *cwd,
                       const struct umvu_fd *fds, int nfds);
 static void forget_open(struct thread_entry *e);
+static int dup_done(struct thread_entry *e, int tid, struct umvu_journal_entry *out);
 
 int umvu_set_thread(int tid, int tgid, int flags, const char *cwd,
                     const struct umvu_fd *fds, int nfds)
@@ -161,6 +165,7 @@ static int set_thread(int tid, int tgid, int flags, const char *cwd,
         e->pending = 0;
         e->nlow = 0;
         e->popen_view = e->popen_host = NULL;
+        e->pdup = 0;
     }
     char *copy = strdup(cwd);
     if (!copy)
@@ -229,6 +234,9 @@ void umvu_forget_thread(int tid)
         e->cwd = NULL;
         free_lowpaths(e);
         forget_open(e);
+        if (e->pdup)
+            opens_in_flight--;
+        e->pdup = 0;
         e->tid = -1;
     }
     pthread_mutex_unlock(&table_lock);
@@ -613,12 +621,18 @@ static int path_decide(const struct thread_entry *t, int dirfd, const char *path
     return walk_end(mapped, w.cur, path, host);
 }
 
-/* A descriptor call the kernel may answer: a plain descriptor, or a
- * native mirrored one when the call leaves the table alone. */
-static int fd_native(const struct thread_entry *t, long fd, int table_call)
+/* A descriptor call of class cls (UMVU_FDC_*) the kernel may answer: a
+ * plain descriptor, or a mirrored one whose flags say the kernel's answer
+ * to such a call is the view's. */
+static int fd_native(const struct thread_entry *t, long fd, int cls)
 {
     int i = mirrored(t, fd);
-    return i < 0 || (!table_call && (t->lowflags[i] & UMVU_FD_NATIVE));
+    if (i < 0)
+        return 1;
+    int f = t->lowflags[i];
+    return ((f & UMVU_FD_NATIVE) && cls != UMVU_FDC_TABLE) ||
+           ((f & UMVU_FD_READS) && (cls == UMVU_FDC_DATA || cls == UMVU_FDC_STAT)) ||
+           ((f & UMVU_FD_STAT) && cls == UMVU_FDC_STAT);
 }
 
 /* The window of a mirrored descriptor, or 0. */
@@ -630,7 +644,8 @@ static int fd_window(const struct thread_entry *t, long fd)
     return 0;
 }
 
-static int fast_decide(int tid, long nr, const unsigned long *args, long *result);
+static int fast_decide(int tid, long nr, const unsigned long *args, long *result,
+                       struct umvu_journal_entry *journal);
 
 /* An exec the kernel may run as it is: the file (reached as the caller
  * names it: nothing virtual on the way) is no `#!` script, or its
@@ -673,20 +688,84 @@ static int script_untouched(const struct thread_entry *t, const char *path)
     return 0;
 }
 
-/* Called at a seccomp stop: 1 when the call can run in the kernel untouched. */
-int umvu_fast_decide(int tid, long nr, const unsigned long *args, long *result)
+/* Called at a seccomp stop: 1 when the call can run in the kernel untouched
+ * (the other verdicts: fastpath.h). */
+int umvu_fast_decide(int tid, long nr, const unsigned long *args, long *result,
+                     struct umvu_journal_entry *journal)
 {
     if (nr < 0 || nr >= UMVU_NR_MAX || rows[nr].kind == UMVU_FAST_PYTHON)
         return 0;
     pthread_mutex_lock(&table_lock);
-    int r = fast_decide(tid, nr, args, result);
+    int r = fast_decide(tid, nr, args, result, journal);
     if (r == 1)
         stats.resumed++;
     pthread_mutex_unlock(&table_lock);
     return r;
 }
 
-static int fast_decide(int tid, long nr, const unsigned long *args, long *result)
+static void drop_fd(struct thread_entry *e, int i)
+{
+    free(e->lowpath[i]);
+    free(e->lowhost[i]);
+    e->nlow--;
+    e->low[i] = e->low[e->nlow];
+    e->win[i] = e->win[e->nlow];
+    e->lowflags[i] = e->lowflags[e->nlow];
+    e->lowpath[i] = e->lowpath[e->nlow];
+    e->lowhost[i] = e->lowhost[e->nlow];
+    e->lowpath[e->nlow] = e->lowhost[e->nlow] = NULL;
+}
+
+static void journal_fd(struct umvu_journal_entry *j, int kind, int tid, int fd,
+                       unsigned long msg, unsigned long flags)
+{
+    memset(j, 0, offsetof(struct umvu_journal_entry, path) + 1);
+    j->kind = kind;
+    j->tid = tid;
+    j->status = fd;
+    j->msg = msg;
+    j->flags = flags;
+}
+
+/* close, dup*, fcntl(F_DUPFD*, F_SETFD) of a mirrored descriptor whose
+ * table changes C may make itself (UMVU_FD_TABLE_C): 0 ask Python, 1
+ * resume (nothing to tell), 4 journaled, 5 to the exit stop (a dup). */
+static int table_call(struct thread_entry *t, long nr, const unsigned long *args,
+                      struct umvu_journal_entry *journal)
+{
+    int fd = (int)args[0], i = mirrored(t, fd);
+    if (i < 0 || !(t->lowflags[i] & UMVU_FD_TABLE_C) || !journal)
+        return 0;
+    int cmd = nr == 72 ? (int)args[1] : -1;
+    if (nr == 3) {                                      /* close */
+        drop_fd(t, i);
+        journal_fd(journal, UMVU_EV_FD_CLOSED, t->tid, fd, 0, 0);
+        return 4;
+    }
+    if (nr == 72 && cmd == 2) {                         /* F_SETFD */
+        journal_fd(journal, UMVU_EV_FD_CLOEXEC, t->tid, fd, 0, args[2] & 1);
+        return 4;
+    }
+    if (nr == 72 && cmd != 0 && cmd != 1030)
+        return 1;               /* F_GETFD, F_GETFL, locks...: the kernel's */
+    if (!(t->lowflags[i] & UMVU_FD_DUP_C))
+        return 0;
+    int target = (nr == 33 || nr == 292) ? (int)args[1] : -1;
+    if (target == fd || opens_in_flight >= OPENS_MAX || (nr == 292 && (args[2] & ~02000000UL)))
+        return 0;               /* dup2(fd, fd), odd dup3 flags: Python's */
+    if (target >= 0 && mirrored(t, target) >= 0 &&
+        !(t->lowflags[mirrored(t, target)] & UMVU_FD_TABLE_C))
+        return 0;               /* it closes a served file: Python's */
+    t->pdup = 1;
+    t->pdup_old = fd;
+    t->pdup_new = target;
+    t->pdup_cloexec = (nr == 72 && cmd == 1030) || (nr == 292 && (args[2] & 02000000));
+    opens_in_flight++;
+    return 5;
+}
+
+static int fast_decide(int tid, long nr, const unsigned long *args, long *result,
+                       struct umvu_journal_entry *journal)
 {
     if (nr < 0 || nr >= UMVU_NR_MAX)
         return 0;
@@ -706,8 +785,16 @@ static int fast_decide(int tid, long nr, const unsigned long *args, long *result
             stats.windows++;
             return 3;
         }
-        if ((info->path >= 0 && !fd_native(t, (int)args[info->path], info->table)) ||
-            (info->path2 >= 0 && !fd_native(t, (int)args[info->path2], info->table)))
+        if (info->fdclass == UMVU_FDC_TABLE &&
+            (nr == 3 || nr == 32 || nr == 33 || nr == 292 || nr == 72)) {
+            int v = table_call(t, nr, args, journal);
+            if (v) {
+                stats.fds++;
+                return v;
+            }
+        }
+        if ((info->path >= 0 && !fd_native(t, (int)args[info->path], info->fdclass)) ||
+            (info->path2 >= 0 && !fd_native(t, (int)args[info->path2], info->fdclass)))
             return 0;
         stats.fds++;
         return 1;
@@ -719,7 +806,7 @@ static int fast_decide(int tid, long nr, const unsigned long *args, long *result
         if (pi < 0)
             continue;
         if (args[pi] == 0) {        /* utimensat(fd, NULL...): an fd call */
-            if (ai >= 0 && !fd_native(t, (int)args[ai], 0))
+            if (ai >= 0 && !fd_native(t, (int)args[ai], UMVU_FDC_ATTR))
                 return 0;
             continue;
         }
@@ -730,7 +817,7 @@ static int fast_decide(int tid, long nr, const unsigned long *args, long *result
         int dirfd = ai >= 0 ? (int)args[ai] : UMVU_AT_FDCWD;
         if (n == 0) {               /* "" with AT_EMPTY_PATH: the fd itself */
             if (info->empty >= 0 && (args[info->empty] & 0x1000) &&
-                !fd_native(t, dirfd, 0))
+                !fd_native(t, dirfd, info->rewrite == 1 ? UMVU_FDC_STAT : UMVU_FDC_ATTR))
                 return 0;
             continue;
         }
@@ -866,6 +953,43 @@ static int opened(struct thread_entry *e, long fd, struct umvu_journal_entry *ou
     return 1;
 }
 
+/* The exit stop of a dup table_call let run: the new descriptor is a copy
+ * of the old one's entry. 2 with the journal entry written, 1 when the
+ * dup failed. */
+static int dup_done(struct thread_entry *e, int tid, struct umvu_journal_entry *out)
+{
+    struct umvu_regs regs;
+    e->pdup = 0;
+    opens_in_flight--;
+    if (umvu_getregs(tid, &regs) < 0 || (long)regs.rax < 0)
+        return 1;
+    int fd = (int)regs.rax, i = mirrored(e, e->pdup_old);
+    if (i < 0)
+        return 1;               /* (cannot be: the old fd was mirrored) */
+    int j = mirrored(e, fd);
+    if (j >= 0)
+        drop_fd(e, j);          /* dup2 onto a mirrored fd closed it */
+    i = mirrored(e, e->pdup_old);
+    if (e->nlow >= LOWFDS) {
+        e->flags |= UMVU_TF_PYTHON;
+    } else {
+        int k = e->nlow++;
+        e->low[k] = fd;
+        e->win[k] = e->win[i];
+        e->lowflags[k] = e->lowflags[i];
+        e->lowpath[k] = e->lowpath[i] ? strdup(e->lowpath[i]) : NULL;
+        e->lowhost[k] = e->lowhost[i] ? strdup(e->lowhost[i]) : NULL;
+        if (!e->lowpath[k] != !e->lowhost[k]) {
+            free(e->lowpath[k]);
+            free(e->lowhost[k]);
+            e->lowpath[k] = e->lowhost[k] = NULL;
+        }
+    }
+    journal_fd(out, UMVU_EV_FD_DUP, tid, fd, (unsigned long)e->pdup_old,
+               (unsigned long)e->pdup_cloexec);
+    return 2;
+}
+
 static void forget_open(struct thread_entry *e)
 {
     if (e->popen_view || e->popen_host)
@@ -882,6 +1006,11 @@ int umvu_fast_restore(int tid, struct umvu_journal_entry *journal)
 {
     pthread_mutex_lock(&table_lock);
     struct thread_entry *e = lookup(tid);
+    if (e && e->pdup) {
+        int r = dup_done(e, tid, journal);
+        pthread_mutex_unlock(&table_lock);
+        return r;
+    }
     int n = e ? e->pending : 0;
     signed char which[2] = { 0, 0 };
     unsigned long saved[2] = { 0, 0 };

@@ -4,8 +4,11 @@
 #define UMVU_FASTPATH_H
 
 /* at a seccomp stop: 0 ask Python, 1 resume, 2 rewrite (umvu_fast_rewrite),
- * 3 answered: skip the call, its result in *result */
-int umvu_fast_decide(int tid, long nr, const unsigned long *args, long *result);
+ * 3 answered: skip the call, its result in *result; 4 resume, and an entry
+ * was written to *journal (NULL: the journal is full, none may be); 5
+ * resume to the exit stop, where umvu_fast_restore journals the result */
+int umvu_fast_decide(int tid, long nr, const unsigned long *args, long *result,
+                     struct umvu_journal_entry *journal);
 /* after umvu_fast_decide said 2: point the argument at the host path; the
  * thread is resumed to its exit stop, where umvu_fast_restore puts the
  * registers back. Return 0 when done (else: ask Python). */

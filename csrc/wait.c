@@ -213,9 +213,23 @@ static int decode(int tid, int status, struct umvu_event *ev, int fast)
             get_info(tid, ev);
             if (fast) {
                 long result;
-                int verdict = umvu_fast_decide(tid, ev->nr, ev->args, &result);
+                int verdict = umvu_fast_decide(
+                    tid, ev->nr, ev->args, &result,
+                    journal_len < UMVU_JOURNAL_MAX ? &journal_entries[journal_len] : NULL);
                 if (verdict == 3 && umvu_set_result(tid, result) == 0) {
                     ptrace(PTRACE_CONT, tid, 0, 0);
+                    return 1;
+                }
+                if (verdict == 4) {
+                    journal_len++;
+                    ptrace(PTRACE_CONT, tid, 0, 0);
+                    if (journal_len < UMVU_JOURNAL_MAX)
+                        return 1;
+                    ev->kind = UMVU_EV_JOURNAL_FULL;
+                    return 0;
+                }
+                if (verdict == 5) {
+                    ptrace(PTRACE_SYSCALL, tid, 0, 0);  /* to the exit stop */
                     return 1;
                 }
                 if (verdict == 2 && umvu_fast_rewrite(tid, ev->sp) == 0) {

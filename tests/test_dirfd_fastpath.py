@@ -141,3 +141,86 @@ def test_dirfd_relative_calls_match_the_host(vu, kind, user):
             assert os.path.exists(f"{lower}/gone")   # the lower layer kept it
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+TABLE_PROBE = r'''
+import fcntl, os, subprocess, sys
+top = sys.argv[1]
+def say(*a):
+    print(*a, flush=True)
+def link(fd):
+    return os.readlink("/proc/self/fd/%d" % fd)
+# more than 16 directory numbers: the process comes to trap every
+# descriptor call, and dups of merged directories are made in C too
+dirs = [os.open(top + "/sub", os.O_RDONLY | os.O_DIRECTORY) for _ in range(20)]
+for d in dirs[1:]:
+    os.close(d)
+d = dirs[0]
+f = os.open(top + "/file", os.O_RDONLY)
+d2 = os.dup(d)
+d3 = fcntl.fcntl(d, fcntl.F_DUPFD_CLOEXEC, 30)
+f2 = os.dup2(f, 40)
+d4 = os.dup2(d, 41, inheritable=False)
+say("links", link(d2) == link(d) == link(d3) == link(d4), link(f2) == link(f))
+say("rel", sorted(os.listdir(d3)), os.stat("a", dir_fd=d4).st_size, os.read(f2, 5))
+os.close(d)
+say("after close", sorted(os.listdir(d2)), os.stat("a", dir_fd=d2).st_size)
+fcntl.fcntl(d2, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+os.set_inheritable(f2, True)
+# a child sees what was left open across exec, by its view path
+out = subprocess.run(["/bin/sh", "-c",
+                      "for n in %d %d %d %d %d; do readlink /proc/self/fd/$n || echo closed-$n; done"
+                      % (d2, d3, d4, f, f2)], close_fds=False, capture_output=True, text=True)
+say("child", out.stdout.replace(top, "@").split())
+# numbers closed in C are reused for plain files: nothing of the old ones
+os.close(d2); os.close(d3); os.close(d4)
+p = os.open("/etc/hostname", os.O_RDONLY)
+say("reused", p in (d2, d3, d4) or p < 60, link(p), os.fstat(p).st_size == os.stat("/etc/hostname").st_size)
+'''
+
+
+@pytest.mark.parametrize("kind", ["bind", "cow"])
+def test_descriptor_table_changes_made_in_c(vu, kind):
+    """close, dup, dup2, dup3, F_DUPFD_CLOEXEC and F_SETFD of mirrored
+    descriptors, made by the C core and journaled: the mirror Python keeps
+    must stay the kernel's table (/proc links by the view's path,
+    close-on-exec across exec, relative calls through the duplicates, and
+    the numbers reused for plain files afterwards)."""
+    base = make_tmp()
+    try:
+        lower = f"{base}/lower"
+        os.mkdir(lower)
+        make_tree(lower)
+        probe = f"{base}/probe.py"
+        with open(probe, "w") as f:
+            f.write(TABLE_PROBE)
+        mnt = f"{base}/mnt"
+        os.mkdir(mnt)
+        # cow: a name only the top layer has (a merged listing shows it,
+        # the lower directory the descriptors name does not)
+        mount = (f"vumount -t vufs {lower} {mnt} && touch {mnt}/sub/top" if kind == "bind"
+                 else f"mkdir {base}/store && vumount -t vufs -o cow {base}/store {lower}"
+                      f" && touch {lower}/sub/top")
+        where = mnt if kind == "bind" else lower
+        res = vu(f"""
+            vu_insmod vufs
+            {mount}; echo "mount=$?"
+            /usr/bin/python3 {probe} {where}
+            """)
+        v = dict(ln.split(" ", 1) for ln in res.out.splitlines()[1:] if " " in ln)
+        assert "mount=0" in res.out and res.rc == 0, res
+        if kind == "cow":
+            # (below a plain bind a process traps no descriptor call: its
+            # dups are the kernel's alone, /proc names them by host path)
+            assert v.get("links") == "True True", res
+        assert v.get("rel") == "['a', 'deep', 'top'] 5 b'file\\n'", res
+        assert v.get("after") == "close ['a', 'deep', 'top'] 5", res
+        # d2 (F_SETFD), d3 (F_DUPFD_CLOEXEC), d4 (dup3 O_CLOEXEC) and f
+        # (Python's default O_CLOEXEC) are gone in the child; f2 stays
+        child = v.get("child", "")
+        assert child.startswith("['closed-") and child.count("closed-") == 4, res
+        if kind == "cow":
+            assert child.endswith("'@/file']"), res
+        assert v.get("reused", "").endswith("/etc/hostname True"), res
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

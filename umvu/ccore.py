@@ -132,7 +132,7 @@ class FastRow(NamedTuple):
     rewrite: int = 0            # 1 stat-like, 2 changes a file, 3 makes or
                                 # removes a name: the C core may rewrite the
                                 # path to the host one below a bind; 0 not
-    table: int = 0              # FAST_FD: it changes the descriptor table
+    fdclass: int = 0            # FAST_FD: FDC_*, what it does to its descriptor
 
 
 #: the row of a number trapped by a filter that nobody wants any more
@@ -177,13 +177,19 @@ def set_mounts(mounts: list[MountRow]) -> None:
 
 
 FD_NATIVE = lib.UMVU_FD_NATIVE
+FD_TABLE_C = lib.UMVU_FD_TABLE_C
+FD_DUP_C = lib.UMVU_FD_DUP_C
+FD_READS = lib.UMVU_FD_READS
+FD_STAT = lib.UMVU_FD_STAT
+FDC_DATA, FDC_TABLE, FDC_ATTR, FDC_STAT = (lib.UMVU_FDC_DATA, lib.UMVU_FDC_TABLE,
+                                           lib.UMVU_FDC_ATTR, lib.UMVU_FDC_STAT)
 
 
 def set_thread(tid: int, tgid: int, flags: int, cwd: str, fds=()) -> None:
     """What the C core knows of a thread: its process, TF_* flags, cwd and
     the descriptors the view mirrors, as (fd, window id or 0, FD_* flags,
     a directory's view path or None, the host file it stands for) (more
-    than 16: TF_PYTHON)."""
+    than 64: TF_PYTHON)."""
     fds = list(fds)
     table = ffi.new("struct umvu_fd[]", max(len(fds), 1))
     keep = []                   # the strings, alive during the call
@@ -251,14 +257,19 @@ def stats() -> dict[str, int]:
 
 _journal = ffi.new("struct umvu_journal_entry[]", lib.UMVU_JOURNAL_ROOM)
 EV_FD_OPENED = lib.UMVU_EV_FD_OPENED
+EV_FD_CLOSED = lib.UMVU_EV_FD_CLOSED
+EV_FD_DUP = lib.UMVU_EV_FD_DUP
+EV_FD_CLOEXEC = lib.UMVU_EV_FD_CLOEXEC
+FD_EVENTS = frozenset({EV_FD_OPENED, EV_FD_CLOSED, EV_FD_DUP, EV_FD_CLOEXEC})
 REWRITE_OPEN = lib.UMVU_REWRITE_OPEN
 REWRITE_EXEC = lib.UMVU_REWRITE_EXEC
 
 
 def journal_take() -> list[tuple]:
     """The process events the C core handled alone since the last call, and
-    the descriptors it opened, oldest first: (kind, tid, msg, flags,
-    status), and for EV_FD_OPENED the path in the view last."""
+    the descriptor table changes it made (EV_FD_*), oldest first: (kind,
+    tid, msg, flags, status), and for EV_FD_OPENED the path in the view
+    last."""
     n = lib.umvu_journal_take(_journal, lib.UMVU_JOURNAL_ROOM)
     out = []
     for i in range(n):

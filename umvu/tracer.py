@@ -10,8 +10,10 @@ It knows nothing of modules. It reports to a *handler* object:
   handler.on_exit(process)
   handler.on_tightened()      some process traps more numbers than before
                               (tighten_process): see Tracer.tightened
-  handler.on_fd_opened(process, fd, flags, path)
-                              the C core opened a file for it (journaled)
+  handler.on_fd_event(process, kind, fd, other, flags, path)
+                              the C core changed its descriptor table
+                              (journaled: ccore.EV_FD_*)
+  handler.on_replayed()       the journal was replayed
 """
 
 from __future__ import annotations
@@ -387,15 +389,21 @@ class Tracer:
 
     def _replay(self) -> None:
         """Book-keep the process events the C core handled on its own."""
-        for entry in ccore.journal_take():
+        entries = ccore.journal_take()
+        for entry in entries:
             self._apply(entry)
+        if entries:
+            self.handler.on_replayed()
 
     def _apply(self, entry) -> None:
         kind, tid, msg, flags, status = entry[:5]
         thread = self.threads.get(tid)
-        if kind == ccore.EV_FD_OPENED:
-            if thread is not None:
-                self.handler.on_fd_opened(thread.process, status, flags, entry[5])
+        if kind in ccore.FD_EVENTS:
+            if thread is None:          # a child Python has not met yet
+                self._early.setdefault(tid, []).append(("journal", entry))
+            else:
+                self.handler.on_fd_event(thread.process, kind, status, msg, flags,
+                                         entry[5] if len(entry) > 5 else None)
             return
         if thread is None and kind == ccore.EV_EXITED:
             self._early_exit(tid, ("journal", entry))

@@ -245,10 +245,15 @@ class View:
         the rows of those numbers to let their plain calls through."""
         self._update_fast(any("path" in m.families for m in self.modules.values()))
 
-    def on_fd_opened(self, process, fd: int, flags: int, path: str) -> None:
-        """The C core opened a file below a plain bind (journaled)."""
+    def on_fd_event(self, process, kind: int, fd: int, other: int, flags: int,
+                    path: str | None) -> None:
+        """The C core changed a descriptor table (journaled)."""
         if self.vfs is not None:
-            self.vfs.paths.opened_in_c(process, fd, flags, path)
+            self.vfs.fds.journaled(process, kind, fd, other, flags, path)
+
+    def on_replayed(self) -> None:
+        if self.vfs is not None:
+            self.vfs.feeder.flush()
 
     # ---- waiting: worker threads ------------------------------------------
     def may_wait(self) -> None:

@@ -346,7 +346,8 @@ class Layers:
         """Merged entries: top first, then bottom's that top lacks and that
         were not deleted; '.-' is hidden at the root."""
         seen, out = set(), []
-        types = self.store.types_below(rel)     # recorded types (mknod)
+        recorded = self.store.records_below(rel)
+        types = self.store.types_below(rel) if recorded else {}     # (mknod)
         for path, layer in ((self.top(rel), "top"), (self.bottom(rel), "bottom")):
             if layer == "bottom" and (self.store.deleted(rel) if rel else False):
                 continue
@@ -364,7 +365,7 @@ class Layers:
             for name, dtype, ino in entries:
                 if name in seen or (rel == "" and name == ".-" and layer == "top"):
                     continue
-                if layer == "bottom" and self.store.deleted(f"{rel}/{name}"):
+                if layer == "bottom" and recorded and self.store.deleted(f"{rel}/{name}"):
                     continue
                 seen.add(name)
                 if name in types:

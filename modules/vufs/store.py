@@ -122,6 +122,17 @@ class Store:
             return False
         return stat.S_ISREG(st.st_mode)
 
+    def records_below(self, rel: str) -> bool:
+        """Whether anything below rel is recorded (a whiteout or metadata
+        of a child): a listing of rel need not ask about each name if not."""
+        if self.fd is None:
+            return False
+        try:
+            st = os.stat(rel.lstrip("/") or ".", dir_fd=self.fd, follow_symlinks=False)
+        except OSError:
+            return False
+        return stat.S_ISDIR(st.st_mode)
+
     def whiteout(self, rel: str) -> None:
         fd, name = self._parent(rel, create=True)
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import os
 
-from .. import syscall_table
+from .. import ccore, syscall_table
 from ..linux import (CLOSE_RANGE_CLOEXEC, CLOSE_RANGE_UNSHARE, F_DUPFD,
                      F_DUPFD_CLOEXEC, F_SETFD, O_CLOEXEC)
 from ..module import FdChange, PathService
@@ -83,6 +83,25 @@ class FdMirror:
         elif want > proc.fd_watch:
             stop.tighten(ALL_FD_CALLS if want == WATCH_ALL else META_FD_CALLS)
             proc.fd_watch = want
+
+    # ---- changes the C core made (its journal) ---------------------------------------
+    def journaled(self, proc, kind: int, fd: int, other: int, flags: int,
+                  path: str | None) -> None:
+        """A descriptor table change the C core made for proc, replayed
+        in order: an open below a plain bind, a close, a dup, F_SETFD."""
+        if kind == ccore.EV_FD_OPENED:
+            self.vfs.paths.opened_in_c(proc, fd, flags, path)
+            return
+        pfs = self.vfs.known_state(proc)
+        if pfs is None:
+            return
+        if kind == ccore.EV_FD_CLOSED:
+            pfs.files.drop(fd)
+        elif kind == ccore.EV_FD_DUP:
+            pfs.files.dup(other, fd, bool(flags))
+        elif kind == ccore.EV_FD_CLOEXEC:
+            pfs.files.set_cloexec(fd, bool(flags))
+        self.vfs.feeder.changed_later(pfs)
 
     # ---- every descriptor call ---------------------------------------------------
     def fd_call(self, stop, pfs: ProcFs, sc, then=None):

@@ -24,6 +24,7 @@ SLOW = {"chdir", "fchdir", "chroot", "execveat", "getcwd",
 class CoreFeeder:
     def __init__(self, vfs):
         self.vfs = vfs
+        self._later: dict[int, ProcFs] = {}
 
     # ---- per thread -------------------------------------------------------------
     def sync(self, proc) -> None:
@@ -38,7 +39,8 @@ class CoreFeeder:
         if flags & ccore.TF_PYTHON or pfs.files.fds or pfs.exe or any(
                 path_under(pfs.fs.cwd, m) for m in self.vfs.services.mount_points()):
             self.proc_virtual()         # its /proc/PID/{root,fd,exe,cwd}
-        fds = [describe(fd, entry) for fd, (entry, _) in pfs.files]
+        all_fds = getattr(proc, "fd_watch", 0) == 2      # fdmirror.WATCH_ALL
+        fds = [describe(fd, entry, all_fds) for fd, (entry, _) in pfs.files]
         for tid in proc.threads:
             ccore.set_thread(tid, proc.pid, flags, pfs.fs.cwd, fds)
 
@@ -48,6 +50,15 @@ class CoreFeeder:
             other = self.vfs.known_state(proc)
             if other is not None and (other.fs is pfs.fs or other.files is pfs.files):
                 self.sync(proc)
+
+    def changed_later(self, pfs: ProcFs) -> None:
+        """As changed(), once the journal is replayed (flush)."""
+        self._later[id(pfs)] = pfs
+
+    def flush(self) -> None:
+        later, self._later = self._later, {}
+        for pfs in later.values():
+            self.changed(pfs)
 
     def sync_all(self) -> None:
         for proc in self.vfs.view.tracer.processes.values():
@@ -92,16 +103,27 @@ class CoreFeeder:
         ccore.set_fast_rows(rows)
 
 
-def describe(fd: int, entry) -> tuple:
+def describe(fd: int, entry, all_fds: bool) -> tuple:
     """What the C core is told of a mirrored descriptor (ccore.set_thread):
     its window; native when the kernel's answers to its calls are the
-    view's (a file of a plain bind, with nothing the view adds); a
-    directory's view path, from which relative paths are walked."""
+    view's (a file of a plain bind, with nothing the view adds); its data
+    and stat calls, or only its stat calls (a lower layer's file or a
+    merged directory, with no metadata of the service's); whether
+    its close may be made in C (not a served file), and its dups (a dup
+    needs no filter of its own: all_fds, the process traps every
+    descriptor call); a directory's view path, from which relative paths
+    are walked."""
     native = entry.served is None and entry.listing is None and not entry.trap \
         and not entry.meta and not entry.window and _plain_bind(entry.service)
+    table_c = entry.served is None
+    dup_c = table_c and (entry.listing is None or all_fds)
+    stat_native = entry.served is None and not entry.meta and not entry.window
+    reads = stat_native and entry.listing is None
     is_dir = entry.listing is not None or entry.flags & O_DIRECTORY or \
         entry.private.get("dir")
-    return (fd, entry.window, ccore.FD_NATIVE if native else 0,
+    return (fd, entry.window, (ccore.FD_NATIVE if native else 0) |
+            (ccore.FD_TABLE_C if table_c else 0) | (ccore.FD_DUP_C if dup_c else 0) |
+            (ccore.FD_READS if reads else 0) | (ccore.FD_STAT if stat_native else 0),
             entry.path if is_dir and entry.served is None else None, entry.host)
 
 
@@ -112,6 +134,15 @@ def _plain_bind(service) -> bool:
     except Exception:
         return False
     return found is not None and found[1] is None
+
+
+def fd_class(sc) -> int:
+    """What a descriptor call does to its descriptor (ccore.FDC_*)."""
+    if sc.family == "fdmeta":
+        return ccore.FDC_TABLE
+    if sc.family == "fdattr" or sc.name == "ioctl":
+        return ccore.FDC_ATTR
+    return ccore.FDC_STAT if sc.name == "fstat" else ccore.FDC_DATA
 
 
 def fast_row(nr: int, exec_hooks: bool = False) -> ccore.FastRow | None:
@@ -125,7 +156,7 @@ def fast_row(nr: int, exec_hooks: bool = False) -> ccore.FastRow | None:
         fd = sc.fd if sc.fd is not None else -1
         fd2 = sc.fd2 if sc.fd2 is not None else -1
         return ccore.FastRow(ccore.FAST_FD, path=fd, path2=fd2,
-                             table=int(sc.family == "fdmeta"))
+                             fdclass=fd_class(sc))
     if sc.family != "path":
         return None
     path, at = (sc.path, sc.at) if sc.path is not None else (sc.path2, sc.at2)

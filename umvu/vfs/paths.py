@@ -261,7 +261,7 @@ class PathCalls:
         entry = OpenFile(path, service, flags & ~O_CLOEXEC, host)
         entry.private["dir"] = _is_dir(host)
         pfs.files.add(fd, entry, bool(flags & O_CLOEXEC))
-        self.vfs.feeder.changed(pfs)
+        self.vfs.feeder.changed_later(pfs)
 
     # ---- openat2: RESOLVE_* flags are applied by the walk ---------------------
     def sys_openat2(self, stop, pfs, sc):
