@@ -166,6 +166,9 @@ int umvu_set_fast_rows(const struct umvu_fast_row *rows, int n);
 #define UMVU_TF_PYTHON 4        /* always ask Python (chroot...)               */
 #define UMVU_TF_NOMAP 8         /* its rights differ from the hypervisor's: no */
                                 /* walk below a bind in C (umvu_set_mounts)    */
+#define UMVU_TF_SHARED 16       /* its descriptor table is another thread's or */
+                                /* process's too: no table change in C (it    */
+                                /* would reach this thread's entry only)      */
 /* a descriptor the view mirrors */
 #define UMVU_FD_NATIVE 1        /* the kernel's answers are the view's for its */
                                 /* calls (a file of a plain bind): only those  */

@@ -47,6 +47,7 @@ struct thread_entry {
     int pending;                    /* rewritten: registers to put back */
     char *popen_view, *popen_host;  /* an open rewritten: its paths... */
     unsigned long popen_flags;      /* ...and flags */
+    int popen_counted;              /* in opens_in_flight */
     int pdup;                       /* a dup on its way: 1 + the old fd's index */
     int pdup_old, pdup_new;         /* the old fd; dup2/dup3's target or -1 */
     int pdup_cloexec;
@@ -217,11 +218,24 @@ void umvu_fast_clone(int parent, int child, unsigned long flags)
             fds[i].host = p->lowhost[i];
         }
         char *cwd = strdup(p->cwd);
+        int shared = (flags & 0x400) ? UMVU_TF_SHARED : 0;         /* CLONE_FILES */
+        p->flags |= shared;
         if (cwd)
             set_thread(child, (flags & 0x10000) ? p->tgid : child,  /* CLONE_THREAD */
-                       p->flags, cwd, fds, p->nlow);
+                       p->flags | shared, cwd, fds, p->nlow);
         free(cwd);
     }
+    pthread_mutex_unlock(&table_lock);
+}
+
+void umvu_fast_exec(int tid, int former)
+{
+    pthread_mutex_lock(&table_lock);
+    struct thread_entry *e = lookup(tid);
+    if (e)
+        e->flags |= UMVU_TF_PYTHON;
+    if (former != tid && (e = lookup(former)) != NULL)
+        e->flags |= UMVU_TF_PYTHON;
     pthread_mutex_unlock(&table_lock);
 }
 
@@ -734,7 +748,8 @@ static int table_call(struct thread_entry *t, long nr, const unsigned long *args
                       struct umvu_journal_entry *journal)
 {
     int fd = (int)args[0], i = mirrored(t, fd);
-    if (i < 0 || !(t->lowflags[i] & UMVU_FD_TABLE_C) || !journal)
+    if (i < 0 || !(t->lowflags[i] & UMVU_FD_TABLE_C) || !journal ||
+        (t->flags & UMVU_TF_SHARED))
         return 0;
     int cmd = nr == 72 ? (int)args[1] : -1;
     if (nr == 3) {                                      /* close */
@@ -816,7 +831,9 @@ static int fast_decide(int tid, long nr, const unsigned long *args, long *result
             return n == -ENAMETOOLONG ? 1 : 0;
         int dirfd = ai >= 0 ? (int)args[ai] : UMVU_AT_FDCWD;
         if (n == 0) {               /* "" with AT_EMPTY_PATH: the fd itself */
-            if (info->empty >= 0 && (args[info->empty] & 0x1000) &&
+            /* (a call with no flags column in the table may still take
+             * AT_EMPTY_PATH in flags we do not know: count it as one) */
+            if ((info->empty < 0 || (args[info->empty] & 0x1000)) &&
                 !fd_native(t, dirfd, info->rewrite == 1 ? UMVU_FDC_STAT : UMVU_FDC_ATTR))
                 return 0;
             continue;
@@ -852,7 +869,7 @@ static int fast_decide(int tid, long nr, const unsigned long *args, long *result
             verdict = 2;
             rw_open = info->rewrite == UMVU_REWRITE_OPEN;
             rw_flags = oflags;
-            if (rw_open && opens_in_flight >= OPENS_MAX)
+            if (rw_open && (opens_in_flight >= OPENS_MAX || (t->flags & UMVU_TF_SHARED)))
                 return 0;
         }
     }
@@ -881,15 +898,16 @@ int umvu_fast_rewrite(int tid, unsigned long sp)
     pthread_mutex_lock(&table_lock);
     struct thread_entry *e = lookup(tid);
     if (e && rw_open) {
-        free(e->popen_view);
+        forget_open(e);
         e->popen_view = strdup(rw_view);
-        free(e->popen_host);
         e->popen_host = strdup(rw_path);
-        if (!e->popen_view || !e->popen_host)
+        opens_in_flight++;              /* forget_open takes it back */
+        e->popen_counted = 1;
+        if (!e->popen_view || !e->popen_host) {
+            forget_open(e);
             e = NULL;                   /* no memory: Python's */
-        else {
+        } else {
             e->popen_flags = rw_flags;
-            opens_in_flight++;
         }
     }
     if (e) {
@@ -940,13 +958,12 @@ static int opened(struct thread_entry *e, long fd, struct umvu_journal_entry *ou
         e->lowflags[i] = UMVU_FD_NATIVE;
         e->lowpath[i] = e->lowhost[i] = NULL;
         struct stat st;                 /* a directory: relative paths below */
-        if ((e->popen_flags & 0200000) ||
-            (stat(e->popen_host, &st) == 0 &&
-             S_ISDIR(st.st_mode))) {
+        int got = (e->popen_flags & 0400000) ? lstat(e->popen_host, &st)  /* O_NOFOLLOW */
+                                             : stat(e->popen_host, &st);
+        if ((e->popen_flags & 0200000) || (got == 0 && S_ISDIR(st.st_mode))) {
             e->lowpath[i] = e->popen_view;
             e->lowhost[i] = e->popen_host;
-            e->popen_view = e->popen_host = NULL;
-            opens_in_flight--;          /* (forget_open sees no strings) */
+            e->popen_view = e->popen_host = NULL;   /* (still counted) */
         }
     }
     proc_virtual = 1;                   /* its /proc/PID/fd/N is the view's */
@@ -963,14 +980,15 @@ static int dup_done(struct thread_entry *e, int tid, struct umvu_journal_entry *
     opens_in_flight--;
     if (umvu_getregs(tid, &regs) < 0 || (long)regs.rax < 0)
         return 1;
-    int fd = (int)regs.rax, i = mirrored(e, e->pdup_old);
-    if (i < 0)
-        return 1;               /* (cannot be: the old fd was mirrored) */
+    int fd = (int)regs.rax;
     int j = mirrored(e, fd);
     if (j >= 0)
         drop_fd(e, j);          /* dup2 onto a mirrored fd closed it */
-    i = mirrored(e, e->pdup_old);
-    if (e->nlow >= LOWFDS) {
+    int i = mirrored(e, e->pdup_old);
+    if (i < 0) {
+        /* the entry changed meanwhile (Python set it again): Python's
+         * replay of the dup copes with whatever it has */
+    } else if (e->nlow >= LOWFDS) {
         e->flags |= UMVU_TF_PYTHON;
     } else {
         int k = e->nlow++;
@@ -992,8 +1010,9 @@ static int dup_done(struct thread_entry *e, int tid, struct umvu_journal_entry *
 
 static void forget_open(struct thread_entry *e)
 {
-    if (e->popen_view || e->popen_host)
+    if (e->popen_view || e->popen_host || e->popen_counted)
         opens_in_flight--;
+    e->popen_counted = 0;
     free(e->popen_view);
     free(e->popen_host);
     e->popen_view = e->popen_host = NULL;

@@ -20,5 +20,9 @@ int umvu_fast_restore(int tid, struct umvu_journal_entry *journal);
 
 /* a clone handled in the wait loop: the child starts with its parent's entry */
 void umvu_fast_clone(int parent, int child, unsigned long flags);
+/* an exec handled in the wait loop: the kernel closed the close-on-exec
+ * descriptors, which the C core cannot tell; Python decides for the thread
+ * until it has replayed the exec and set the entry again */
+void umvu_fast_exec(int tid, int former);
 
 #endif

@@ -161,6 +161,7 @@ static int fast_event(struct umvu_event *ev)
         return 1;
     }
     case UMVU_EV_EXEC:
+        umvu_fast_exec(tid, (int)ev->msg);
         journal(ev->kind, ev, 0);
         ptrace(PTRACE_CONT, tid, 0, 0);
         return 1;

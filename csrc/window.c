@@ -228,6 +228,31 @@ long long umvu_window_pos(int id, long long pos)
     return r;
 }
 
+/* The tracee's buffers to (write) or from our buffer: process_vm_*, or
+ * tracee.c's access per buffer where a sandbox refuses those (ENOSYS,
+ * EPERM). The bytes moved, or -errno. */
+static long remote_copy(int tid, char *buf, size_t len, const struct iovec *remote,
+                        unsigned long nremote, int write)
+{
+    struct iovec local = { buf, len };
+    long r = write ? process_vm_readv(tid, &local, 1, remote, nremote, 0)
+                   : process_vm_writev(tid, &local, 1, remote, nremote, 0);
+    if (r >= 0 || (errno != ENOSYS && errno != EPERM))
+        return r >= 0 ? r : -errno;
+    size_t done = 0;
+    for (unsigned long i = 0; i < nremote && done < len; i++) {
+        size_t n = remote[i].iov_len < len - done ? remote[i].iov_len : len - done;
+        long got = write ? umvu_read(tid, (unsigned long)remote[i].iov_base, buf + done, n)
+                         : umvu_write(tid, (unsigned long)remote[i].iov_base, buf + done, n);
+        if (got < 0)
+            return done ? (long)done : got;
+        done += (size_t)got;
+        if ((size_t)got < n)
+            break;
+    }
+    return (long)done;
+}
+
 /* Through a buffer: `len` bytes at window offset `off` to (or from, with
  * `write`) the tracee's buffers. Bytes past the host file's end read as
  * zeros (a sparse or cut image). */
@@ -238,12 +263,9 @@ static long via_buffer(struct window *w, int tid, const struct iovec *remote,
     char *buf = malloc(len ? len : 1);
     if (!buf)
         return -ENOMEM;
-    struct iovec local = { buf, len };
     long r;
     if (write) {
-        r = process_vm_readv(tid, &local, 1, remote, nremote, 0);
-        if (r < 0)
-            r = -errno;
+        r = remote_copy(tid, buf, len, remote, nremote, 1);
         size_t done = 0;
         while (r > 0 && done < (size_t)r) {
             ssize_t n = pwrite(w->fd, buf + done, (size_t)r - done,
@@ -267,9 +289,7 @@ static long via_buffer(struct window *w, int tid, const struct iovec *remote,
             got += (size_t)n;
         }
         memset(buf + got, 0, len - got);
-        r = process_vm_writev(tid, &local, 1, remote, nremote, 0);
-        if (r < 0)
-            r = -errno;
+        r = remote_copy(tid, buf, len, remote, nremote, 0);
     }
     free(buf);
     return r;
@@ -340,25 +360,30 @@ static long long read_iov(int tid, unsigned long addr, unsigned long count,
     return (long long)total;
 }
 
+/* As a block device's lseek (fixed_size_llseek): no position past the end. */
 static long seek(struct window *w, long long offset, unsigned whence)
 {
     long long size = (long long)w->size, pos;
     switch (whence) {
     case SEEK_SET: pos = offset; break;
-    case SEEK_CUR: pos = w->pos + offset; break;
-    case SEEK_END: pos = size + offset; break;
+    case SEEK_CUR:
+        if (__builtin_add_overflow(w->pos, offset, &pos))
+            return -EINVAL;
+        break;
+    case SEEK_END:
+        if (__builtin_add_overflow(size, offset, &pos))
+            return -EINVAL;
+        break;
     case SEEK_DATA:
     case SEEK_HOLE:
-        if (offset < 0)
-            return -EINVAL;
-        if (offset >= size)
+        if ((unsigned long long)offset >= (unsigned long long)size)
             return -ENXIO;
         pos = whence == SEEK_DATA ? offset : size;
         break;
     default:
         return -EINVAL;
     }
-    if (pos < 0)
+    if (pos < 0 || pos > size)
         return -EINVAL;
     w->pos = pos;
     return pos;

@@ -111,6 +111,11 @@ show("write_after_roset", lambda: os.pwrite(fd, b"no", 0))
 show("write_other_open_after_roset", lambda: os.pwrite(wo, b"no", 0))
 show("rounset", lambda: fcntl.ioctl(fd, 0x125d, struct.pack("i", 0)) and 0)
 show("write_after_rounset", lambda: os.pwrite(wo, b"yes", 0))
+# O_APPEND set later: a block device appends at its end, which is full
+fl = fcntl.fcntl(wo, fcntl.F_GETFL)
+fcntl.fcntl(wo, fcntl.F_SETFL, fl | os.O_APPEND)
+show("append_write", lambda: os.write(wo, b"tail"))
+show("append_pread", lambda: os.pread(fd, 4, 0))
 os.fsync(fd)
 with open(dev, "rb") as f:
     show("whole", f.read)
@@ -172,6 +177,7 @@ def test_window_answers_as_python(vu, device, user):
         assert v["write_after_roset"] == "EOperation not permitted"
         assert v["write_other_open_after_roset"] == "EOperation not permitted"
         assert v["write_after_rounset"] == "3"
+        assert v["append_write"] == "ENo space left on device"
         if device == "partition":
             for img in (fast_img, slow_img):     # nothing outside partition 1
                 assert range_sums(img, outside([P1], IMAGE)) == before
@@ -248,5 +254,40 @@ def test_descriptor_filters_follow_the_numbers(vu):
         assert v.get("reused") == "b'PLAN'" and v.get("over") == "b'PLAN'", short(res)
         assert v.get("many") == "[b'DEVI']" and v.get("after_many") == "b'PLAN'", short(res)
         assert v.get("child") == "b'DEVI'", short(res)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_exec_forgets_closed_windows(vu):
+    """A device descriptor closed by exec (close-on-exec) and its number
+    reused by the new program for a plain file: reads are the file's, not
+    the device's (the C core forgets a thread's table at exec until Python
+    has replayed it)."""
+    base = nobody_tmp("vudev-exec-")
+    try:
+        plain = base / "plain"
+        plain.write_bytes(b"PLAN" * 10)
+        probe = base / "exec.py"
+        probe.write_text(f"""
+import os, sys
+fd = os.open("/dev/rd", os.O_RDONLY)          # close-on-exec (Python's default)
+print("dev", fd, os.read(fd, 4), flush=True)
+os.execv(sys.executable, [sys.executable, "-c",
+         "import os; fd = os.open({str(plain)!r}, os.O_RDONLY); "
+         "print('after', fd, os.read(fd, 4), os.pread(fd, 4, 4), flush=True)"])
+""")
+        res = vu(f"""
+            vu_insmod vudev
+            vumount -t vudevramdisk -o size=64K none /dev/rd; echo "mount=$?"
+            printf DEVI > /dev/rd
+            /usr/bin/python3 {probe}
+            """, env=VIEW_ENV)
+        v = dict(ln.split(" ", 1) for ln in res.out.splitlines() if " " in ln)
+        assert "mount=0" in res.out, short(res)
+        dev_fd = v.get("dev", "").split()[0]
+        assert v.get("dev", "").endswith("b'DEVI'"), short(res)
+        after = v.get("after", "")
+        assert after.endswith("b'PLAN' b'PLAN'"), short(res)
+        assert after.split()[0] == dev_fd, short(res)     # the same number
     finally:
         shutil.rmtree(base, ignore_errors=True)

@@ -13,7 +13,8 @@ It knows nothing of modules. It reports to a *handler* object:
   handler.on_fd_event(process, kind, fd, other, flags, path)
                               the C core changed its descriptor table
                               (journaled: ccore.EV_FD_*)
-  handler.on_replayed()       the journal was replayed
+  handler.on_replayed()       the journal was replayed and the deferred calls
+                              completed (at every turn of the loop)
 """
 
 from __future__ import annotations
@@ -347,6 +348,7 @@ class Tracer:
             with self.lock:
                 self._replay()
                 self._complete_deferred()
+                self.handler.on_replayed()
                 if ret in (-errno.EINTR, -errno.EAGAIN):
                     continue
                 if ret == -errno.ECHILD and not self.deferred:
@@ -389,11 +391,8 @@ class Tracer:
 
     def _replay(self) -> None:
         """Book-keep the process events the C core handled on its own."""
-        entries = ccore.journal_take()
-        for entry in entries:
+        for entry in ccore.journal_take():
             self._apply(entry)
-        if entries:
-            self.handler.on_replayed()
 
     def _apply(self, entry) -> None:
         kind, tid, msg, flags, status = entry[:5]

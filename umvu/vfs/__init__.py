@@ -103,7 +103,9 @@ class Vfs:
         pfs = proc.data.get(KEY)
         if pfs is not None:
             new = proc.data[KEY] = pfs.exec()
-            new.exe = getattr(proc, "pending_exe", None) or pfs.exe
+            # the view's name of what runs, when the view chose it (else
+            # the kernel's /proc/PID/exe is right)
+            new.exe = getattr(proc, "pending_exe", None)
             proc.pending_exe = None
             if not self._shared(pfs.files, proc):
                 pfs.files.drop_all()

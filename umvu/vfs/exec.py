@@ -51,7 +51,7 @@ class ExecCalls:
         if res.trailing_slash and not host.endswith("/"):
             host += "/"
         paths.rewrite(stop, call.path_at, host, call.dirfd_at)
-        stop.process.pending_exe = res.path
+        expect_exe(stop, res.path)
         self.vfs.feeder.proc_virtual()  # before the C core meets /proc/self/exe
         return self.interpreters(stop, pfs, sc, host, res.path)
 
@@ -73,7 +73,7 @@ class ExecCalls:
         served.materialize(answer.value, exe)
         answer.value.release()
         served.give(exe, stop)
-        stop.process.pending_exe = res.path
+        expect_exe(stop, res.path)
         self.vfs.paths.rewrite(stop, call.path_at, exe, call.dirfd_at)
         return self.interpreters(stop, pfs, sc, exe, res.path)
 
@@ -145,8 +145,20 @@ class ExecCalls:
                     for x in strings] + [0]
         stop.set_arg(argv_at, stop.scratch(struct.pack(f"{len(pointers)}Q", *pointers)))
         self.vfs.paths.rewrite(stop, sc.path, host, sc.at)
-        stop.process.pending_exe = vpath
+        expect_exe(stop, vpath)
         return None
+
+
+def expect_exe(stop, vpath: str) -> None:
+    """What /proc/PID/exe names once this exec succeeds; nothing left
+    behind for a later exec when it fails."""
+    stop.process.pending_exe = vpath
+
+    def failed(result):
+        if result < 0:
+            stop.process.pending_exe = None
+        return None
+    stop.on_exit(failed)
 
 
 def _exec_head(stop, host: str) -> bytes | None:

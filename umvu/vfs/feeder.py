@@ -9,6 +9,7 @@ relays none of it."""
 from __future__ import annotations
 
 import os
+import threading
 
 from .. import ccore, creds, syscall_table
 from ..servicetable import path_under
@@ -25,14 +26,24 @@ class CoreFeeder:
     def __init__(self, vfs):
         self.vfs = vfs
         self._later: dict[int, ProcFs] = {}
+        self._procs_later: dict[int, object] = {}
 
     # ---- per thread -------------------------------------------------------------
     def sync(self, proc) -> None:
-        """Tell the C core whether this process's calls could be virtual."""
+        """Tell the C core whether this process's calls could be virtual.
+        Only the tracer's thread does: the C core changes the tables itself
+        (journaled), and a worker's copy could undo a change not yet
+        replayed; a worker's sync waits for the next turn of the loop."""
+        if threading.current_thread() is not threading.main_thread():
+            self._procs_later[proc.pid] = proc
+            ccore.lib.umvu_poke()
+            return
         pfs = self.vfs.known_state(proc)
         if pfs is None:
             return
         flags = ccore.TF_PYTHON if pfs.fs.root != "/" else 0
+        if len(proc.threads) > 1 or pfs.files.shared:
+            flags |= ccore.TF_SHARED
         if os.geteuid() == 0 and (getattr(proc, "creds_changed", False) or
                                   not creds.has_my_rights(proc.pid)):
             flags |= ccore.TF_NOMAP   # the C core's walk would lend it root's rights
@@ -56,9 +67,15 @@ class CoreFeeder:
         self._later[id(pfs)] = pfs
 
     def flush(self) -> None:
+        """On the tracer's thread, after the journal's replay: the syncs
+        put off (changed_later, and workers')."""
         later, self._later = self._later, {}
         for pfs in later.values():
             self.changed(pfs)
+        procs, self._procs_later = self._procs_later, {}
+        for proc in procs.values():
+            if not proc.exited:
+                self.sync(proc)
 
     def sync_all(self) -> None:
         for proc in self.vfs.view.tracer.processes.values():

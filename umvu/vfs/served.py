@@ -156,6 +156,15 @@ class ServedCalls:
             ccore.window_set_flags(entry.window, ccore.WIN_RDONLY
                                    if win is None or win.readonly else 0)
 
+    def _close_window(self, entry: OpenFile, stop) -> None:
+        """From now on every data call of this file comes here again (its
+        offset taken back from the C core)."""
+        entry.pos = ccore.window_pos(entry.window)
+        ccore.window_close(entry.window)
+        self._windows.get(id(entry.service), set()).discard(entry)
+        entry.window = 0
+        self.vfs.feeder.changed(self.vfs.known_state(stop.process))
+
     def unmounted(self, mounted) -> None:
         """The services no longer mounted give back their mapped ranges."""
         for owner, service in list(self._owners.items()):
@@ -334,6 +343,8 @@ class ServedCalls:
         if cmd == F_SETFL:
             keep = entry.flags & ~(O_APPEND | O_NONBLOCK)
             entry.flags = keep | (stop.args[2] & (O_APPEND | O_NONBLOCK))
+            if entry.flags & O_APPEND and entry.window:
+                self._close_window(entry, stop)     # appends: Python's
             return 0
         return None                 # F_SETFD, locks, F_DUPFD: on the placeholder
 

@@ -55,6 +55,7 @@ class FdTable:
 
     def __init__(self, fds: dict | None = None, on_release=None):
         self.on_release = on_release or _nobody
+        self.shared = False     # by processes made with CLONE_FILES
         self.fds: dict[int, tuple[OpenFile, bool]] = {}
         for fd, (open_file, cloexec) in (fds or {}).items():
             self.add(fd, open_file, cloexec)
@@ -128,6 +129,8 @@ class ProcFs:
     def fork(self, flags: int) -> "ProcFs":
         fs = self.fs if flags & CLONE_FS else self.fs.copy()
         files = self.files if flags & CLONE_FILES else self.files.copy()
+        if flags & CLONE_FILES:
+            files.shared = True
         return ProcFs(fs, files, self.exe)
 
     def exec(self) -> "ProcFs":
