@@ -26,7 +26,10 @@
 #include "fastpath.h"
 
 #define MAX_WINDOWS 4096
-#define MAX_IO (16UL << 20)         /* one call moves at most this much */
+#define MAX_IO (16UL << 20)         /* a call through the buffer moves at most
+                                       this much (a short count)...          */
+#define MAX_RW 0x7ffff000UL         /* ...through the mapping, the kernel's
+                                       own limit (MAX_RW_COUNT)              */
 #define MAX_IOV 1024                /* UIO_MAXIOV */
 
 enum { NR_READ = 0, NR_WRITE = 1, NR_LSEEK = 8, NR_PREAD64 = 17, NR_PWRITE64 = 18,
@@ -260,6 +263,8 @@ static long via_buffer(struct window *w, int tid, const struct iovec *remote,
                        unsigned long nremote, unsigned long long off, size_t len,
                        int write)
 {
+    if (len > MAX_IO)
+        len = MAX_IO;               /* a short count, as read(2) may give */
     char *buf = malloc(len ? len : 1);
     if (!buf)
         return -ENOMEM;
@@ -318,7 +323,8 @@ static size_t clamp(const struct window *w, unsigned long long off, unsigned lon
     unsigned long long left = off < w->size ? w->size - off : 0;
     if (want > left)
         want = left;
-    return want > MAX_IO ? MAX_IO : (size_t)want;
+    unsigned long most = w->m ? MAX_RW : MAX_IO;
+    return want > most ? most : (size_t)want;
 }
 
 static long io(struct window *w, int tid, const struct iovec *remote,

@@ -238,7 +238,7 @@ class PathCalls:
                 return None
             entry = OpenFile(path, service, flags, final.path, final.listing,
                              trap=final.trap_fd, meta=final.meta)
-            entry.private["dir"] = _is_dir(final.path)
+            entry.private["dir"] = _is_dir(final.path, flags)
             pfs.files.add(fd, entry, bool(flags & O_CLOEXEC))
             self.vfs.fds.watch(stop, pfs, fd)
             self.vfs.feeder.changed(pfs)
@@ -259,7 +259,7 @@ class PathCalls:
         rel = path[len(service.target):] if service.target != "/" else path
         host = (found[0].rstrip("/") + rel) or "/"
         entry = OpenFile(path, service, flags & ~O_CLOEXEC, host)
-        entry.private["dir"] = _is_dir(host)
+        entry.private["dir"] = _is_dir(host, flags)
         pfs.files.add(fd, entry, bool(flags & O_CLOEXEC))
         self.vfs.feeder.changed_later(pfs)
 
@@ -497,10 +497,11 @@ class PathCalls:
         return -errno.ENOSYS if self.services.mount_points() else None
 
 
-def _is_dir(host: str) -> bool:
-    """A descriptor opened on a directory (with or without O_DIRECTORY):
-    the C core walks paths relative to it."""
+def _is_dir(host: str, flags: int) -> bool:
+    """A descriptor opened on a directory (with or without O_DIRECTORY;
+    O_NOFOLLOW: a symlink itself is none): the C core walks paths relative
+    to it."""
     try:
-        return stat.S_ISDIR(os.stat(host).st_mode)
+        return stat.S_ISDIR(os.stat(host, follow_symlinks=not flags & O_NOFOLLOW).st_mode)
     except OSError:
         return False
