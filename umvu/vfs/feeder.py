@@ -14,6 +14,7 @@ import threading
 from .. import ccore, creds, syscall_table
 from ..servicetable import path_under
 from ..linux import O_DIRECTORY
+from .fdmirror import WATCH_ALL
 from .state import ProcFs
 
 #: calls that must always reach Python: they change or report the state
@@ -50,7 +51,7 @@ class CoreFeeder:
         if flags & ccore.TF_PYTHON or pfs.files.fds or pfs.exe or any(
                 path_under(pfs.fs.cwd, m) for m in self.vfs.services.mount_points()):
             self.proc_virtual()         # its /proc/PID/{root,fd,exe,cwd}
-        all_fds = getattr(proc, "fd_watch", 0) == 2      # fdmirror.WATCH_ALL
+        all_fds = getattr(proc, "fd_watch", 0) == WATCH_ALL
         fds = [describe(fd, entry, all_fds) for fd, (entry, _) in pfs.files]
         for tid in proc.threads:
             ccore.set_thread(tid, proc.pid, flags, pfs.fs.cwd, fds)
@@ -145,6 +146,7 @@ def describe(fd: int, entry, all_fds: bool) -> tuple:
 
 
 def _plain_bind(service) -> bool:
+    """The service promised that a host directory stands for its mount."""
     host_dir = getattr(service, "host_dir", None)
     try:
         found = host_dir() if host_dir is not None else None
