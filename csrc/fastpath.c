@@ -495,8 +495,9 @@ static int fd_is_plain(const struct thread_entry *t, long fd)
  * stat-like calls (the rest may copy up: Python's). */
 static int walkable(const struct thread_entry *t, int m, int rewrite)
 {
+    /* (an exec below a mount is Python's: noexec, the exe /proc shows) */
     return mounts[m].host && !(t->flags & UMVU_TF_NOMAP) &&
-           (!mounts[m].bottom || rewrite == 1);
+           (!mounts[m].bottom || rewrite == 1) && rewrite != UMVU_REWRITE_EXEC;
 }
 
 /* Walk `path` as the view would. 1: the kernel resolves it exactly so and

@@ -5,8 +5,9 @@ Each case below must give what the Python path gives: a script outside the
 mount whose interpreter is only in the view, an interpreter that is itself
 a script (the kernel's chain, through the view), an interpreter with an
 argument, a script with a relative interpreter, a program below the bind,
-and a forked child's exec right after its fork (the C core knows the child
-from its parent's entry). As root and as an unprivileged user.
+a forked child's exec right after its fork (the C core knows the child
+from its parent's entry), and a program below a noexec bind onto itself.
+As root and as an unprivileged user.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def test_exec_decided_in_c_matches_the_view(vu, user):
             {mnt}/prog; echo "rc5=$?"
             cd {mnt} && ./prog; cd /
             (exec /bin/true); echo "rc6=$?"
+            vumount -t vufs -o noexec {src} {src}; echo "noexec=$?"
+            {src}/prog; echo "rc7=$?"
             for i in 1 2 3; do /bin/echo "loop$i"; done
             """, user=user)
         assert "mount=0" in res.out, res
@@ -74,5 +77,8 @@ def test_exec_decided_in_c_matches_the_view(vu, user):
         assert f"prog:{mnt}/prog" in lines and "rc5=0" in lines, res
         assert "prog:./prog" in lines, res
         assert "rc6=0" in lines and "loop3" in lines, res
+        # a bind onto itself with noexec: the C core leaves execs below any
+        # mount to Python, which refuses (EACCES: 126)
+        assert "noexec=0" in lines and "rc7=126" in lines, res
     finally:
         shutil.rmtree(base, ignore_errors=True)
