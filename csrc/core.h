@@ -93,8 +93,6 @@ void umvu_set_spin(unsigned long ns);
  * injection pending), and descriptors the C core opened below plain binds,
  * written to a journal Python replays in order. */
 #define UMVU_JOURNAL_MAX 256
-#define UMVU_JOURNAL_ROOM 320       /* the journal's size: room for opens in
-                                       flight when it is full of events     */
 struct umvu_journal_entry {
     int kind;                   /* UMVU_EV_CLONE, _EXEC, _EXITED, _FD_OPENED */
     int tid;

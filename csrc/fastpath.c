@@ -24,6 +24,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 
 #include "core.h"
 #include "fastpath.h"
@@ -47,9 +48,8 @@ struct thread_entry {
     int pending;                    /* rewritten: registers to put back */
     char *popen_view, *popen_host;  /* an open rewritten: its paths... */
     unsigned long popen_flags;      /* ...and flags */
-    int popen_counted;              /* in opens_in_flight */
     int pdup;                       /* a dup on its way: 1 + the old fd's index */
-    int pdup_old, pdup_new;         /* the old fd; dup2/dup3's target or -1 */
+    int pdup_old;                   /* the old fd */
     int pdup_cloexec;
     signed char preg[2];
     unsigned long psave[2];
@@ -83,8 +83,7 @@ static char rw_path[UMVU_PATH_MAX + 1];
 static int rw_open;
 static unsigned long rw_flags;
 static char rw_view[UMVU_PATH_MAX + 1];
-static int opens_in_flight;         /* opens rewritten, exit stop not seen */
-#define OPENS_MAX 64                /* the journal keeps room for as many */
+
 
 int umvu_set_fast_rows(const struct umvu_fast_row *given, int n)
 {
@@ -141,6 +140,38 @@ int umvu_set_thread(int tid, int tgid, int flags, const char *cwd,
     return r;
 }
 
+/* Descriptor fd in e's table (in place of one of that number): its window,
+ * UMVU_FD_* flags, and a directory's view path with its host file (both
+ * or neither, copied). A full table makes the thread Python's. */
+static void put_fd(struct thread_entry *e, int fd, int window, int flags,
+                   const char *path, const char *host)
+{
+    int i = -1;
+    for (int k = 0; k < e->nlow; k++)
+        if (e->low[k] == fd)
+            i = k;
+    if (i < 0) {
+        if (e->nlow >= LOWFDS) {
+            e->flags |= UMVU_TF_PYTHON;     /* Python's sync says so too */
+            return;
+        }
+        i = e->nlow++;
+    } else {
+        free(e->lowpath[i]);
+        free(e->lowhost[i]);
+    }
+    e->low[i] = fd;
+    e->win[i] = window;
+    e->lowflags[i] = flags;
+    e->lowpath[i] = path && host ? strdup(path) : NULL;
+    e->lowhost[i] = path && host ? strdup(host) : NULL;
+    if (!e->lowpath[i] != !e->lowhost[i]) {     /* no memory: Python decides */
+        free(e->lowpath[i]);
+        free(e->lowhost[i]);
+        e->lowpath[i] = e->lowhost[i] = NULL;
+    }
+}
+
 static void free_lowpaths(struct thread_entry *e)
 {
     for (int i = 0; i < e->nlow; i++) {
@@ -181,22 +212,8 @@ static int set_thread(int tid, int tgid, int flags, const char *cwd,
         e->flags |= UMVU_TF_PYTHON;
         nfds = 0;
     }
-    for (int i = 0; i < nfds; i++) {
-        e->low[i] = fds[i].fd;
-        e->win[i] = fds[i].window;
-        e->lowflags[i] = fds[i].flags;
-        e->lowpath[i] = e->lowhost[i] = NULL;
-        if (fds[i].path && fds[i].host) {
-            e->lowpath[i] = strdup(fds[i].path);
-            e->lowhost[i] = strdup(fds[i].host);
-            if (!e->lowpath[i] || !e->lowhost[i]) {  /* Python decides for it */
-                free(e->lowpath[i]);
-                free(e->lowhost[i]);
-                e->lowpath[i] = e->lowhost[i] = NULL;
-            }
-        }
-        e->nlow = i + 1;
-    }
+    for (int i = 0; i < nfds; i++)
+        put_fd(e, fds[i].fd, fds[i].window, fds[i].flags, fds[i].path, fds[i].host);
     return 0;
 }
 
@@ -248,8 +265,6 @@ void umvu_forget_thread(int tid)
         e->cwd = NULL;
         free_lowpaths(e);
         forget_open(e);
-        if (e->pdup)
-            opens_in_flight--;
         e->pdup = 0;
         e->tid = -1;
     }
@@ -454,7 +469,8 @@ static void walk_pop(struct walk *w)
 /* The end of a walk: 1 when the kernel, given the caller's own string,
  * reaches what the view would; 2 (host set) when it must be given host;
  * 0 ask Python. */
-static int walk_end(int mapped, const char *view, const char *path, char *host)
+static int walk_end(int mapped, const char *view, const char *path, char *host,
+                    int rewrite)
 {
     if (proc_special(view))
         return 0;
@@ -464,9 +480,11 @@ static int walk_end(int mapped, const char *view, const char *path, char *host)
         return 0;                   /* EBUSY, EEXIST, /proc/PID...: Python's */
     if (host_of(covering(view, strlen(view)), view, host, UMVU_PATH_MAX) < 0)
         return 0;
-    if (strlen(view) > UMVU_PATH_MAX)
-        return 0;
-    strcpy(rw_view, view);
+    if (rewrite == UMVU_REWRITE_OPEN) {     /* the mirror wants the view's name */
+        if (strlen(view) > UMVU_PATH_MAX)
+            return 0;
+        strcpy(rw_view, view);
+    }
     size_t n = strlen(path), h = strlen(host);
     if (n > 1 && path[n - 1] == '/' && host[h - 1] != '/') {
         if (h + 2 > UMVU_PATH_MAX)
@@ -607,7 +625,7 @@ static int path_decide(const struct thread_entry *t, int dirfd, const char *path
             int k = snprintf(full, sizeof full, "%s%s", w.cur, next);
             if (k <= 0 || (size_t)k >= UMVU_PATH_MAX || covering(full, (size_t)k) != m)
                 return 0;
-            return walk_end(mapped, full, path, host);
+            return walk_end(mapped, full, path, host, rewrite);
         }
         if (S_ISLNK(st.st_mode)) {
             if (++links > MAXSYMLINKS)
@@ -633,34 +651,28 @@ static int path_decide(const struct thread_entry *t, int dirfd, const char *path
             return !mapped;         /* ENOTDIR, from the kernel too */
         rest = next;
     }
-    return walk_end(mapped, w.cur, path, host);
+    return walk_end(mapped, w.cur, path, host, rewrite);
 }
 
 /* A descriptor call of class cls (UMVU_FDC_*) the kernel may answer: a
  * plain descriptor, or a mirrored one whose flags say the kernel's answer
  * to such a call is the view's. */
-static int fd_native(const struct thread_entry *t, long fd, int cls)
+static int flags_native(int f, int cls)
 {
-    int i = mirrored(t, fd);
-    if (i < 0)
-        return 1;
-    int f = t->lowflags[i];
     return ((f & UMVU_FD_NATIVE) && cls != UMVU_FDC_TABLE) ||
            ((f & UMVU_FD_READS) && (cls == UMVU_FDC_DATA || cls == UMVU_FDC_STAT)) ||
            ((f & UMVU_FD_STAT) && cls == UMVU_FDC_STAT);
 }
 
-/* The window of a mirrored descriptor, or 0. */
-static int fd_window(const struct thread_entry *t, long fd)
+static int fd_native(const struct thread_entry *t, long fd, int cls)
 {
-    for (int i = 0; i < t->nlow; i++)
-        if (t->low[i] == fd)
-            return t->win[i];
-    return 0;
+    int i = mirrored(t, fd);
+    return i < 0 || flags_native(t->lowflags[i], cls);
 }
 
-static int fast_decide(int tid, long nr, const unsigned long *args, long *result,
-                       struct umvu_journal_entry *journal);
+
+static enum umvu_verdict fast_decide(int tid, long nr, const unsigned long *args,
+                                     long *result, struct umvu_journal_entry *journal);
 
 /* An exec the kernel may run as it is: the file (reached as the caller
  * names it: nothing virtual on the way) is no `#!` script, or its
@@ -703,16 +715,15 @@ static int script_untouched(const struct thread_entry *t, const char *path)
     return 0;
 }
 
-/* Called at a seccomp stop: 1 when the call can run in the kernel untouched
- * (the other verdicts: fastpath.h). */
-int umvu_fast_decide(int tid, long nr, const unsigned long *args, long *result,
-                     struct umvu_journal_entry *journal)
+/* Called at a seccomp stop (the verdicts: fastpath.h). */
+enum umvu_verdict umvu_fast_decide(int tid, long nr, const unsigned long *args,
+                                   long *result, struct umvu_journal_entry *journal)
 {
     if (nr < 0 || nr >= UMVU_NR_MAX || rows[nr].kind == UMVU_FAST_PYTHON)
-        return 0;
+        return UMVU_V_PYTHON;
     pthread_mutex_lock(&table_lock);
-    int r = fast_decide(tid, nr, args, result, journal);
-    if (r == 1)
+    enum umvu_verdict r = fast_decide(tid, nr, args, result, journal);
+    if (r == UMVU_V_RESUME)
         stats.resumed++;
     pthread_mutex_unlock(&table_lock);
     return r;
@@ -742,106 +753,109 @@ static void journal_fd(struct umvu_journal_entry *j, int kind, int tid, int fd,
     j->flags = flags;
 }
 
-/* close, dup*, fcntl(F_DUPFD*, F_SETFD) of a mirrored descriptor whose
- * table changes C may make itself (UMVU_FD_TABLE_C): 0 ask Python, 1
- * resume (nothing to tell), 4 journaled, 5 to the exit stop (a dup). */
-static int table_call(struct thread_entry *t, long nr, const unsigned long *args,
-                      struct umvu_journal_entry *journal)
+/* close, dup*, fcntl(F_DUPFD*, F_SETFD) of mirrored descriptor i (fd)
+ * whose table changes C may make itself (UMVU_FD_TABLE_C). */
+static enum umvu_verdict table_call(struct thread_entry *t, int i, long nr,
+                                    const unsigned long *args,
+                                    struct umvu_journal_entry *journal)
 {
-    int fd = (int)args[0], i = mirrored(t, fd);
-    if (i < 0 || !(t->lowflags[i] & UMVU_FD_TABLE_C) || !journal ||
-        (t->flags & UMVU_TF_SHARED))
-        return 0;
-    int cmd = nr == 72 ? (int)args[1] : -1;
-    if (nr == 3) {                                      /* close */
+    int fd = t->low[i];
+    if (!(t->lowflags[i] & UMVU_FD_TABLE_C) || (t->flags & UMVU_TF_SHARED))
+        return UMVU_V_PYTHON;
+    int cmd = nr == SYS_fcntl ? (int)args[1] : -1;
+    if (nr == SYS_close) {                                      /* close */
         drop_fd(t, i);
         journal_fd(journal, UMVU_EV_FD_CLOSED, t->tid, fd, 0, 0);
-        return 4;
+        return UMVU_V_JOURNALED;
     }
-    if (nr == 72 && cmd == 2) {                         /* F_SETFD */
+    if (nr == SYS_fcntl && cmd == F_SETFD) {                         /* F_SETFD */
         journal_fd(journal, UMVU_EV_FD_CLOEXEC, t->tid, fd, 0, args[2] & 1);
-        return 4;
+        return UMVU_V_JOURNALED;
     }
-    if (nr == 72 && cmd != 0 && cmd != 1030)
-        return 1;               /* F_GETFD, F_GETFL, locks...: the kernel's */
+    if (nr == SYS_fcntl && cmd != F_DUPFD && cmd != F_DUPFD_CLOEXEC)
+        return UMVU_V_RESUME;   /* F_GETFD, F_GETFL, locks...: the kernel's */
     if (!(t->lowflags[i] & UMVU_FD_DUP_C))
-        return 0;
-    int target = (nr == 33 || nr == 292) ? (int)args[1] : -1;
-    if (target == fd || opens_in_flight >= OPENS_MAX || (nr == 292 && (args[2] & ~02000000UL)))
-        return 0;               /* dup2(fd, fd), odd dup3 flags: Python's */
-    if (target >= 0 && mirrored(t, target) >= 0 &&
-        !(t->lowflags[mirrored(t, target)] & UMVU_FD_TABLE_C))
-        return 0;               /* it closes a served file: Python's */
+        return UMVU_V_PYTHON;
+    int target = (nr == SYS_dup2 || nr == SYS_dup3) ? (int)args[1] : -1;
+    if (target == fd || (nr == SYS_dup3 && (args[2] & ~(unsigned long)O_CLOEXEC)))
+        return UMVU_V_PYTHON;   /* dup2(fd, fd), odd dup3 flags */
+    int k = target >= 0 ? mirrored(t, target) : -1;
+    if (k >= 0 && !(t->lowflags[k] & UMVU_FD_TABLE_C))
+        return UMVU_V_PYTHON;   /* it closes a served file */
     t->pdup = 1;
     t->pdup_old = fd;
-    t->pdup_new = target;
-    t->pdup_cloexec = (nr == 72 && cmd == 1030) || (nr == 292 && (args[2] & 02000000));
-    opens_in_flight++;
-    return 5;
+    t->pdup_cloexec = (nr == SYS_fcntl && cmd == F_DUPFD_CLOEXEC) ||
+                     (nr == SYS_dup3 && (args[2] & O_CLOEXEC));
+    return UMVU_V_TO_EXIT;
 }
 
-static int fast_decide(int tid, long nr, const unsigned long *args, long *result,
-                       struct umvu_journal_entry *journal)
+static int is_table_call(long nr)
+{
+    return nr == SYS_close || nr == SYS_dup || nr == SYS_dup2 || nr == SYS_dup3 ||
+           nr == SYS_fcntl;
+}
+
+static enum umvu_verdict fast_decide(int tid, long nr, const unsigned long *args,
+                                     long *result, struct umvu_journal_entry *journal)
 {
     if (nr < 0 || nr >= UMVU_NR_MAX)
-        return 0;
+        return UMVU_V_PYTHON;
     const struct umvu_fast_row *info = &rows[nr];
     if (info->kind == UMVU_FAST_RESUME)
-        return 1;
+        return UMVU_V_RESUME;
     if (info->kind != UMVU_FAST_PATH && info->kind != UMVU_FAST_FD)
-        return 0;
+        return UMVU_V_PYTHON;
     struct thread_entry *t = lookup(tid);
     if (!t || (t->flags & UMVU_TF_PYTHON))
-        return 0;
+        return UMVU_V_PYTHON;
     if (info->kind == UMVU_FAST_FD) {
-        int win = info->path == 0 && info->path2 < 0 && umvu_window_handles(nr)
-                  ? fd_window(t, (int)args[0]) : 0;
-        if (win) {                  /* a window's data call: answered here */
-            *result = umvu_window_call(win, tid, nr, args);
+        int i = info->path >= 0 ? mirrored(t, (int)args[info->path]) : -1;
+        if (i >= 0 && t->win[i] && info->path == 0 && info->path2 < 0 &&
+            umvu_window_handles(nr)) {  /* a window's data call: answered here */
+            *result = umvu_window_call(t->win[i], tid, nr, args);
             stats.windows++;
-            return 3;
+            return UMVU_V_ANSWERED;
         }
-        if (info->fdclass == UMVU_FDC_TABLE &&
-            (nr == 3 || nr == 32 || nr == 33 || nr == 292 || nr == 72)) {
-            int v = table_call(t, nr, args, journal);
-            if (v) {
+        if (i >= 0 && info->fdclass == UMVU_FDC_TABLE && is_table_call(nr)) {
+            enum umvu_verdict v = table_call(t, i, nr, args, journal);
+            if (v != UMVU_V_PYTHON) {
                 stats.fds++;
                 return v;
             }
         }
-        if ((info->path >= 0 && !fd_native(t, (int)args[info->path], info->fdclass)) ||
+        if ((i >= 0 && !flags_native(t->lowflags[i], info->fdclass)) ||
             (info->path2 >= 0 && !fd_native(t, (int)args[info->path2], info->fdclass)))
-            return 0;
+            return UMVU_V_PYTHON;
         stats.fds++;
-        return 1;
+        return UMVU_V_RESUME;
     }
     int paths[2][2] = { { info->path, info->at }, { info->path2, info->at2 } };
-    int verdict = 1;
+    enum umvu_verdict verdict = UMVU_V_RESUME;
     for (int i = 0; i < 2; i++) {
         int pi = paths[i][0], ai = paths[i][1];
         if (pi < 0)
             continue;
         if (args[pi] == 0) {        /* utimensat(fd, NULL...): an fd call */
             if (ai >= 0 && !fd_native(t, (int)args[ai], UMVU_FDC_ATTR))
-                return 0;
+                return UMVU_V_PYTHON;
             continue;
         }
         char path[UMVU_PATH_MAX];
         long n = umvu_read_str(tid, args[pi], path, sizeof path);
         if (n < 0)
-            return n == -ENAMETOOLONG ? 1 : 0;
+            return n == -ENAMETOOLONG ? UMVU_V_RESUME : UMVU_V_PYTHON;
         int dirfd = ai >= 0 ? (int)args[ai] : UMVU_AT_FDCWD;
         if (n == 0) {               /* "" with AT_EMPTY_PATH: the fd itself */
             /* (a call with no flags column in the table may still take
              * AT_EMPTY_PATH in flags we do not know: count it as one) */
             if ((info->empty < 0 || (args[info->empty] & 0x1000)) &&
                 !fd_native(t, dirfd, info->rewrite == 1 ? UMVU_FDC_STAT : UMVU_FDC_ATTR))
-                return 0;
+                return UMVU_V_PYTHON;
             continue;
         }
         if (dirfd != UMVU_AT_FDCWD && path[0] != '/' && !fd_is_plain(t, dirfd) &&
             !t->lowpath[mirrored(t, dirfd)])
-            return 0;               /* relative to a mirrored file: Python's */
+            return UMVU_V_PYTHON;               /* relative to a mirrored file: Python's */
         /* (a cwd below a mount: path_decide asks Python unless a bind) */
         int follow = 1;
         if (info->follow == UMVU_FOLLOW_NEVER)
@@ -858,20 +872,24 @@ static int fast_decide(int tid, long nr, const unsigned long *args, long *result
                 follow = 0;         /* O_CREAT|O_EXCL: a last link is not followed */
         }
         int r = path_decide(t, dirfd, path, follow, info->rewrite, rw_path);
-        if (info->rewrite == UMVU_REWRITE_EXEC)
-            return r == 1 && script_untouched(t, path) ? (stats.paths++, 1) : 0;
+        if (info->rewrite == UMVU_REWRITE_EXEC) {
+            if (r != 1 || !script_untouched(t, path))
+                return UMVU_V_PYTHON;
+            stats.paths++;
+            return UMVU_V_RESUME;
+        }
         if (r == 2 && (!info->rewrite || info->path2 >= 0))
-            return 0;           /* two-path calls: Python's */
+            return UMVU_V_PYTHON;           /* two-path calls: Python's */
         if (r != 1 && r != 2)
-            return 0;
+            return UMVU_V_PYTHON;
         if (r == 2) {
             rw_arg = pi;
             rw_at = ai;
-            verdict = 2;
+            verdict = UMVU_V_REWRITE;
             rw_open = info->rewrite == UMVU_REWRITE_OPEN;
             rw_flags = oflags;
-            if (rw_open && (opens_in_flight >= OPENS_MAX || (t->flags & UMVU_TF_SHARED)))
-                return 0;
+            if (rw_open && (t->flags & UMVU_TF_SHARED))
+                return UMVU_V_PYTHON;
         }
     }
     stats.paths++;
@@ -902,8 +920,6 @@ int umvu_fast_rewrite(int tid, unsigned long sp)
         forget_open(e);
         e->popen_view = strdup(rw_view);
         e->popen_host = strdup(rw_path);
-        opens_in_flight++;              /* forget_open takes it back */
-        e->popen_counted = 1;
         if (!e->popen_view || !e->popen_host) {
             forget_open(e);
             e = NULL;                   /* no memory: Python's */
@@ -938,35 +954,14 @@ static int opened(struct thread_entry *e, long fd, struct umvu_journal_entry *ou
 {
     if (fd < 0)
         return 0;
-    memset(out, 0, sizeof *out);
-    out->kind = UMVU_EV_FD_OPENED;
-    out->tid = e->tid;
-    out->status = (int)fd;
-    out->flags = e->popen_flags;
+    journal_fd(out, UMVU_EV_FD_OPENED, e->tid, (int)fd, 0, e->popen_flags);
     snprintf(out->path, sizeof out->path, "%s", e->popen_view);
-    int i = mirrored(e, fd);
-    if (i < 0 && e->nlow >= LOWFDS) {
-        e->flags |= UMVU_TF_PYTHON;     /* Python's sync says so too */
-    } else {
-        if (i < 0) {
-            i = e->nlow++;
-            e->lowpath[i] = e->lowhost[i] = NULL;
-        }
-        free(e->lowpath[i]);
-        free(e->lowhost[i]);
-        e->low[i] = (int)fd;
-        e->win[i] = 0;
-        e->lowflags[i] = UMVU_FD_NATIVE;
-        e->lowpath[i] = e->lowhost[i] = NULL;
-        struct stat st;                 /* a directory: relative paths below */
-        int got = (e->popen_flags & 0400000) ? lstat(e->popen_host, &st)  /* O_NOFOLLOW */
-                                             : stat(e->popen_host, &st);
-        if ((e->popen_flags & 0200000) || (got == 0 && S_ISDIR(st.st_mode))) {
-            e->lowpath[i] = e->popen_view;
-            e->lowhost[i] = e->popen_host;
-            e->popen_view = e->popen_host = NULL;   /* (still counted) */
-        }
-    }
+    struct stat st;                     /* a directory: relative paths below */
+    int got = (e->popen_flags & 0400000) ? lstat(e->popen_host, &st)  /* O_NOFOLLOW */
+                                         : stat(e->popen_host, &st);
+    int dir = (e->popen_flags & 0200000) || (got == 0 && S_ISDIR(st.st_mode));
+    put_fd(e, (int)fd, 0, UMVU_FD_NATIVE, dir ? e->popen_view : NULL,
+           dir ? e->popen_host : NULL);
     proc_virtual = 1;                   /* its /proc/PID/fd/N is the view's */
     return 1;
 }
@@ -978,32 +973,14 @@ static int dup_done(struct thread_entry *e, int tid, struct umvu_journal_entry *
 {
     struct umvu_regs regs;
     e->pdup = 0;
-    opens_in_flight--;
     if (umvu_getregs(tid, &regs) < 0 || (long)regs.rax < 0)
         return 1;
-    int fd = (int)regs.rax;
-    int j = mirrored(e, fd);
-    if (j >= 0)
-        drop_fd(e, j);          /* dup2 onto a mirrored fd closed it */
+    int fd = (int)regs.rax;     /* (put_fd replaces what dup2 closed there) */
+    /* (the old entry may be gone if Python set the table meanwhile: its
+     * replay of the dup copes with whatever it has) */
     int i = mirrored(e, e->pdup_old);
-    if (i < 0) {
-        /* the entry changed meanwhile (Python set it again): Python's
-         * replay of the dup copes with whatever it has */
-    } else if (e->nlow >= LOWFDS) {
-        e->flags |= UMVU_TF_PYTHON;
-    } else {
-        int k = e->nlow++;
-        e->low[k] = fd;
-        e->win[k] = e->win[i];
-        e->lowflags[k] = e->lowflags[i];
-        e->lowpath[k] = e->lowpath[i] ? strdup(e->lowpath[i]) : NULL;
-        e->lowhost[k] = e->lowhost[i] ? strdup(e->lowhost[i]) : NULL;
-        if (!e->lowpath[k] != !e->lowhost[k]) {
-            free(e->lowpath[k]);
-            free(e->lowhost[k]);
-            e->lowpath[k] = e->lowhost[k] = NULL;
-        }
-    }
+    if (i >= 0)
+        put_fd(e, fd, e->win[i], e->lowflags[i], e->lowpath[i], e->lowhost[i]);
     journal_fd(out, UMVU_EV_FD_DUP, tid, fd, (unsigned long)e->pdup_old,
                (unsigned long)e->pdup_cloexec);
     return 2;
@@ -1011,9 +988,6 @@ static int dup_done(struct thread_entry *e, int tid, struct umvu_journal_entry *
 
 static void forget_open(struct thread_entry *e)
 {
-    if (e->popen_view || e->popen_host || e->popen_counted)
-        opens_in_flight--;
-    e->popen_counted = 0;
     free(e->popen_view);
     free(e->popen_host);
     e->popen_view = e->popen_host = NULL;

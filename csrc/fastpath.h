@@ -3,13 +3,21 @@
 #ifndef UMVU_FASTPATH_H
 #define UMVU_FASTPATH_H
 
-/* at a seccomp stop: 0 ask Python, 1 resume, 2 rewrite (umvu_fast_rewrite),
- * 3 answered: skip the call, its result in *result; 4 resume, and an entry
- * was written to *journal (NULL: the journal is full, none may be); 5
- * resume to the exit stop, where umvu_fast_restore journals the result */
-int umvu_fast_decide(int tid, long nr, const unsigned long *args, long *result,
-                     struct umvu_journal_entry *journal);
-/* after umvu_fast_decide said 2: point the argument at the host path; the
+/* What umvu_fast_decide says to do at a seccomp stop. */
+enum umvu_verdict {
+    UMVU_V_PYTHON = 0,          /* hand the stop to Python                    */
+    UMVU_V_RESUME = 1,          /* let the kernel run the call as it is       */
+    UMVU_V_REWRITE = 2,         /* umvu_fast_rewrite, then to the exit stop   */
+    UMVU_V_ANSWERED = 3,        /* skip the call: its result is in *result    */
+    UMVU_V_JOURNALED = 4,       /* resume; an entry was written to *journal   */
+    UMVU_V_TO_EXIT = 5,         /* resume to the exit stop, where
+                                   umvu_fast_restore journals the result     */
+};
+/* journal: where an entry may be written (the wait loop keeps the journal
+ * below UMVU_JOURNAL_MAX at every stop, so there is always room) */
+enum umvu_verdict umvu_fast_decide(int tid, long nr, const unsigned long *args,
+                                   long *result, struct umvu_journal_entry *journal);
+/* after UMVU_V_REWRITE: point the argument at the host path; the
  * thread is resumed to its exit stop, where umvu_fast_restore puts the
  * registers back. Return 0 when done (else: ask Python). */
 int umvu_fast_rewrite(int tid, unsigned long sp);

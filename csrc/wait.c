@@ -73,7 +73,10 @@ static int get_info(int tid, struct umvu_event *ev)
     return 0;
 }
 
-static struct umvu_journal_entry journal_entries[UMVU_JOURNAL_ROOM];
+/* Every stop that writes an entry hands Python the journal as soon as it is
+ * full (UMVU_EV_JOURNAL_FULL), and Python empties it before it waits again:
+ * journal_len < UMVU_JOURNAL_MAX whenever a stop is decoded. */
+static struct umvu_journal_entry journal_entries[UMVU_JOURNAL_MAX];
 static int journal_len;
 static int fast_events;         /* no filter injection pending */
 static int early_pending;       /* Python keeps stops of unannounced children */
@@ -175,6 +178,18 @@ static int fast_event(struct umvu_event *ev)
     return 0;
 }
 
+/* A stop the fast path handled: resume it (PTRACE_CONT, or PTRACE_SYSCALL to
+ * its exit stop). 1: wait again; 0 with ev a UMVU_EV_JOURNAL_FULL when the
+ * journal must go to Python first. */
+static int resume(int tid, int how, struct umvu_event *ev)
+{
+    ptrace(how, tid, 0, 0);
+    if (journal_len < UMVU_JOURNAL_MAX)
+        return 1;
+    ev->kind = UMVU_EV_JOURNAL_FULL;
+    return 0;
+}
+
 /* Turn a wait status into an event. Returns 1 when the stop was handled here
  * (fast path) and the caller should wait again. */
 static int decode(int tid, int status, struct umvu_event *ev, int fast)
@@ -186,18 +201,11 @@ static int decode(int tid, int status, struct umvu_event *ev, int fast)
         ev->kind = UMVU_EV_EXITED;
     } else if (WSTOPSIG(status) == (SIGTRAP | 0x80)) {
         if (fast) {
-            /* an open's entry: the journal keeps room for every open in
-             * flight (fastpath.c's OPENS_MAX, below UMVU_JOURNAL_ROOM) */
             int r = umvu_fast_restore(tid, &journal_entries[journal_len]);
             if (r == 2)
                 journal_len++;
-            if (r) {
-                ptrace(PTRACE_CONT, tid, 0, 0);
-                if (journal_len < UMVU_JOURNAL_MAX)
-                    return 1;
-                ev->kind = UMVU_EV_JOURNAL_FULL;
-                return 0;
-            }
+            if (r)
+                return resume(tid, PTRACE_CONT, ev);
         }
         ev->kind = UMVU_EV_SYSCALL_EXIT;     /* refined by get_info */
         get_info(tid, ev);
@@ -214,32 +222,25 @@ static int decode(int tid, int status, struct umvu_event *ev, int fast)
             get_info(tid, ev);
             if (fast) {
                 long result;
-                int verdict = umvu_fast_decide(
-                    tid, ev->nr, ev->args, &result,
-                    journal_len < UMVU_JOURNAL_MAX ? &journal_entries[journal_len] : NULL);
-                if (verdict == 3 && umvu_set_result(tid, result) == 0) {
-                    ptrace(PTRACE_CONT, tid, 0, 0);
-                    return 1;
-                }
-                if (verdict == 4) {
+                switch (umvu_fast_decide(tid, ev->nr, ev->args, &result,
+                                         &journal_entries[journal_len])) {
+                case UMVU_V_RESUME:
+                    return resume(tid, PTRACE_CONT, ev);
+                case UMVU_V_ANSWERED:
+                    if (umvu_set_result(tid, result) == 0)
+                        return resume(tid, PTRACE_CONT, ev);
+                    break;          /* gone meanwhile */
+                case UMVU_V_JOURNALED:
                     journal_len++;
-                    ptrace(PTRACE_CONT, tid, 0, 0);
-                    if (journal_len < UMVU_JOURNAL_MAX)
-                        return 1;
-                    ev->kind = UMVU_EV_JOURNAL_FULL;
-                    return 0;
-                }
-                if (verdict == 5) {
-                    ptrace(PTRACE_SYSCALL, tid, 0, 0);  /* to the exit stop */
-                    return 1;
-                }
-                if (verdict == 2 && umvu_fast_rewrite(tid, ev->sp) == 0) {
-                    ptrace(PTRACE_SYSCALL, tid, 0, 0);  /* to the exit stop */
-                    return 1;
-                }
-                if (verdict == 1) {
-                    ptrace(PTRACE_CONT, tid, 0, 0);
-                    return 1;
+                    return resume(tid, PTRACE_CONT, ev);
+                case UMVU_V_TO_EXIT:
+                    return resume(tid, PTRACE_SYSCALL, ev);
+                case UMVU_V_REWRITE:
+                    if (umvu_fast_rewrite(tid, ev->sp) == 0)
+                        return resume(tid, PTRACE_SYSCALL, ev);
+                    break;
+                case UMVU_V_PYTHON:
+                    break;
                 }
             }
             return 0;

@@ -97,17 +97,23 @@ def make_tree(base):
     os.chmod(f"{base}/sub/deep", 0o750)
 
 
+def tree_and_probe(base: str, probe_text: str) -> tuple[str, str]:
+    """base/lower with make_tree's tree, and base/probe.py."""
+    lower = f"{base}/lower"
+    os.mkdir(lower)
+    make_tree(lower)
+    probe = f"{base}/probe.py"
+    with open(probe, "w") as f:
+        f.write(probe_text)
+    return lower, probe
+
+
 @pytest.mark.parametrize("kind", ["bind", "cow"])
 @pytest.mark.parametrize("user", [None, NOBODY], ids=["root", "nobody"])
 def test_dirfd_relative_calls_match_the_host(vu, kind, user):
     base = make_tmp(owner=user)
     try:
-        lower = f"{base}/lower"
-        os.mkdir(lower)
-        make_tree(lower)
-        probe = f"{base}/probe.py"
-        with open(probe, "w") as f:
-            f.write(PROBE)
+        lower, probe = tree_and_probe(base, PROBE)
         if user is not None:
             chown_tree(base, user)
         # the reference: the host tree as the view must show it
@@ -188,12 +194,7 @@ def test_descriptor_table_changes_made_in_c(vu, kind):
     the numbers reused for plain files afterwards)."""
     base = make_tmp()
     try:
-        lower = f"{base}/lower"
-        os.mkdir(lower)
-        make_tree(lower)
-        probe = f"{base}/probe.py"
-        with open(probe, "w") as f:
-            f.write(TABLE_PROBE)
+        lower, probe = tree_and_probe(base, TABLE_PROBE)
         mnt = f"{base}/mnt"
         os.mkdir(mnt)
         # cow: a name only the top layer has (a merged listing shows it,

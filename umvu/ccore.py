@@ -256,7 +256,7 @@ def stats() -> dict[str, int]:
             "windows": out.windows}
 
 
-_journal = ffi.new("struct umvu_journal_entry[]", lib.UMVU_JOURNAL_ROOM)
+_journal = ffi.new("struct umvu_journal_entry[]", lib.UMVU_JOURNAL_MAX)
 EV_FD_OPENED = lib.UMVU_EV_FD_OPENED
 EV_FD_CLOSED = lib.UMVU_EV_FD_CLOSED
 EV_FD_DUP = lib.UMVU_EV_FD_DUP
@@ -271,7 +271,7 @@ def journal_take() -> list[tuple]:
     the descriptor table changes it made (EV_FD_*), oldest first: (kind,
     tid, msg, flags, status), and for EV_FD_OPENED the path in the view
     last."""
-    n = lib.umvu_journal_take(_journal, lib.UMVU_JOURNAL_ROOM)
+    n = lib.umvu_journal_take(_journal, lib.UMVU_JOURNAL_MAX)
     out = []
     for i in range(n):
         e = _journal[i]

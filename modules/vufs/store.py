@@ -112,26 +112,31 @@ class Store:
         A read, asked at every lookup below the mount: one fstatat from the
         store's descriptor. A link planted below the store could only make
         a name look deleted or not (no write follows one; see _parent)."""
-        if self.fd is None:
-            return False
         try:
-            st = os.stat(rel.lstrip("/") or ".", dir_fd=self.fd, follow_symlinks=False)
+            st = self._entry(rel)
         except NotADirectoryError:
             return True                 # an ancestor is a whiteout file
+        return st is not None and stat.S_ISREG(st.st_mode)
+
+    def _entry(self, rel: str) -> os.stat_result | None:
+        """What the store holds at rel (no link followed), or None."""
+        if self.fd is None:
+            return None
+        try:
+            return os.stat(rel.lstrip("/") or ".", dir_fd=self.fd, follow_symlinks=False)
+        except NotADirectoryError:
+            raise
         except OSError:
-            return False
-        return stat.S_ISREG(st.st_mode)
+            return None
 
     def records_below(self, rel: str) -> bool:
         """Whether anything below rel is recorded (a whiteout or metadata
         of a child): a listing of rel need not ask about each name if not."""
-        if self.fd is None:
-            return False
         try:
-            st = os.stat(rel.lstrip("/") or ".", dir_fd=self.fd, follow_symlinks=False)
-        except OSError:
+            st = self._entry(rel)
+        except NotADirectoryError:
             return False
-        return stat.S_ISDIR(st.st_mode)
+        return st is not None and stat.S_ISDIR(st.st_mode)
 
     def whiteout(self, rel: str) -> None:
         fd, name = self._parent(rel, create=True)

@@ -70,6 +70,8 @@ class CoreFeeder:
     def flush(self) -> None:
         """On the tracer's thread, after the journal's replay: the syncs
         put off (changed_later, and workers')."""
+        if not self._later and not self._procs_later:
+            return                  # (every turn of the tracer's loop asks)
         later, self._later = self._later, {}
         for pfs in later.values():
             self.changed(pfs)
